@@ -1,0 +1,112 @@
+"""Unprivileged users, their rootless Podman configuration, and device permissions."""
+from __future__ import annotations
+
+import os
+import pwd
+import stat
+from pathlib import Path
+
+from tbcommon import OTHER_USER, REST_USER, TEST_USER, TestbedError, run, runtime_dir, say, write_if_changed
+
+SCIENTISTS = (TEST_USER, OTHER_USER)
+
+# Podman 4.3's default runtime crun refuses hybrid cgroup v1; runc works. Without systemd there
+# is no journald or systemd cgroup manager. Native overlay is far faster than the vfs default.
+CONTAINERS_CONF = """\
+# Written by stardock-hpc's testbed: rootless Podman without systemd.
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+"""
+STORAGE_CONF = """\
+# Written by stardock-hpc's testbed.
+[storage]
+driver = "overlay"
+"""
+
+
+def ensure_user(name: str, *, system: bool = False) -> bool:
+    try:
+        pwd.getpwnam(name)
+        return False
+    except KeyError:
+        pass
+    say(f"creating user {name}")
+    if system:
+        run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name])
+    else:
+        run(["useradd", "--create-home", "--shell", "/bin/bash", name])
+    return True
+
+
+def has_subids(name: str) -> bool:
+    for path in ("/etc/subuid", "/etc/subgid"):
+        try:
+            lines = Path(path).read_text().splitlines()
+        except OSError:
+            return False
+        if not any(line.split(":")[0] == name for line in lines):
+            return False
+    return True
+
+
+def ensure_subids(name: str) -> bool:
+    if has_subids(name):
+        return False
+    # useradd normally allocates these; a user created another way may lack them.
+    say(f"allocating subordinate uid/gid ranges for {name}")
+    base = 200000 + 65536 * (pwd.getpwnam(name).pw_uid % 1000)
+    run(["usermod", "--add-subuids", f"{base}-{base + 65535}",
+         "--add-subgids", f"{base}-{base + 65535}", name])
+    return True
+
+
+def ensure_runtime_dir(name: str) -> bool:
+    pw = pwd.getpwnam(name)
+    path = runtime_dir(name)
+    changed = not path.is_dir()
+    path.mkdir(parents=True, exist_ok=True)
+    st = path.stat()
+    if st.st_uid != pw.pw_uid or stat.S_IMODE(st.st_mode) != 0o700:
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+        os.chmod(path, 0o700)
+        changed = True
+    return changed
+
+
+def ensure_podman_config(name: str) -> bool:
+    pw = pwd.getpwnam(name)
+    conf = Path(pw.pw_dir) / ".config" / "containers"
+    changed = False
+    for d in (Path(pw.pw_dir) / ".config", conf):
+        if not d.is_dir():
+            d.mkdir(parents=True)
+            os.chown(d, pw.pw_uid, pw.pw_gid)
+            changed = True
+    changed |= write_if_changed(conf / "containers.conf", CONTAINERS_CONF, owner=name)
+    changed |= write_if_changed(conf / "storage.conf", STORAGE_CONF, owner=name)
+    return changed
+
+
+def ensure_devices() -> bool:
+    """udev would make these 0666; without it rootless networking and FUSE fail."""
+    changed = False
+    for dev in ("/dev/net/tun", "/dev/fuse"):
+        if not os.path.exists(dev):
+            raise TestbedError(f"{dev} is missing; rootless containers need it")
+        if stat.S_IMODE(os.stat(dev).st_mode) != 0o666:
+            os.chmod(dev, 0o666)
+            changed = True
+    return changed
+
+
+def up() -> bool:
+    changed = ensure_devices()
+    changed |= ensure_user(REST_USER, system=True)
+    for name in SCIENTISTS:
+        changed |= ensure_user(name)
+        changed |= ensure_subids(name)
+        changed |= ensure_runtime_dir(name)
+        changed |= ensure_podman_config(name)
+    return changed

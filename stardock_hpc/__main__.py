@@ -1,0 +1,3 @@
+from stardock_hpc.cli import main
+
+main()

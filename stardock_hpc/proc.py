@@ -1,0 +1,84 @@
+"""The one way stardock-hpc runs a program: argument lists, never a shell.
+
+Tests of output parsing patch `run` here; everything else calls it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import subprocess
+from dataclasses import dataclass
+from typing import Callable, Mapping, Optional, Sequence, Union
+
+from stardock_hpc.errors import ExternalError
+
+log = logging.getLogger(__name__)
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: tuple
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def tail(self, lines: int = 20) -> str:
+        text = (self.stderr or self.stdout).rstrip()
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def run(
+    argv: Sequence[PathLike],
+    *,
+    check: bool = True,
+    env: Optional[Mapping[str, str]] = None,
+    cwd: Optional[PathLike] = None,
+    input: Optional[str] = None,
+    timeout: Optional[float] = None,
+    on_line: Optional[Callable[[str], None]] = None,
+) -> Result:
+    """Run argv and return its output.
+
+    env replaces the environment when given (callers build it explicitly). With on_line, stdout
+    and stderr are merged and each line is handed over as it arrives (build progress); the
+    merged text is returned as stdout.
+    """
+    args = tuple(os.fspath(a) for a in argv)
+    log.debug("run: %s", shlex.join(args))
+    try:
+        if on_line is None:
+            proc = subprocess.run(args, env=env, cwd=cwd, input=input, timeout=timeout,
+                                  capture_output=True, text=True, check=False,
+                                  stdin=None if input is not None else subprocess.DEVNULL)
+            result = Result(args, proc.returncode, proc.stdout, proc.stderr)
+        else:
+            result = _run_streaming(args, env, cwd, timeout, on_line)
+    except FileNotFoundError as exc:
+        raise ExternalError(f"{args[0]} is not installed or not on PATH",
+                            hint="see `stardock doctor`") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise ExternalError(f"{shlex.join(args)} did not finish within {timeout:g}s") from exc
+    if check and not result.ok:
+        raise ExternalError(f"{shlex.join(args[:3])}{' ...' if len(args) > 3 else ''} "
+                            f"exited {result.returncode}:\n{result.tail()}")
+    return result
+
+
+def _run_streaming(args: tuple, env, cwd, timeout, on_line) -> Result:
+    lines = []
+    with subprocess.Popen(args, env=env, cwd=cwd, stdin=subprocess.DEVNULL, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            lines.append(line)
+            on_line(line)
+        proc.wait(timeout=timeout)
+    text = "\n".join(lines) + ("\n" if lines else "")
+    return Result(args, proc.returncode, text, "")
