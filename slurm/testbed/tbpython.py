@@ -31,6 +31,8 @@ def source_files(root: Path) -> set[Path]:
 
 def sync_source() -> bool:
     """Mirror REPO into SRC, touching only what differs (so an unchanged tree changes nothing)."""
+    if REPO.resolve() == SRC.resolve():
+        return False  # running from the mirror itself
     SRC.mkdir(parents=True, exist_ok=True)
     os.chmod(SRC, 0o755)
     wanted = source_files(REPO)

@@ -1,0 +1,72 @@
+"""Small helpers the integration tests use to drive the real Slurm cluster."""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from typing import Dict, List, Optional
+
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
+            "PREEMPTED", "BOOT_FAIL", "DEADLINE"}
+SACCT_FIELDS = ["JobID", "JobName", "State", "ExitCode", "MaxRSS", "ReqMem", "Timelimit",
+                "AllocCPUS", "Elapsed", "User"]
+
+
+def sh(argv: List[str], **kw) -> subprocess.CompletedProcess:
+    kw.setdefault("capture_output", True)
+    kw.setdefault("text", True)
+    return subprocess.run(argv, **kw)
+
+
+def sbatch(*args: str, cwd: Optional[str] = None) -> str:
+    proc = sh(["sbatch", "--parsable", *args], cwd=cwd)
+    assert proc.returncode == 0, f"sbatch failed: {proc.stderr}"
+    return proc.stdout.strip().split(";")[0]
+
+
+def sacct(jobid: str) -> List[Dict[str, str]]:
+    proc = sh(["sacct", "-n", "-P", "-j", jobid, f"--format={','.join(SACCT_FIELDS)}"])
+    assert proc.returncode == 0, proc.stderr
+    return [dict(zip(SACCT_FIELDS, line.split("|"))) for line in proc.stdout.splitlines() if line]
+
+
+def wait_job(jobid: str, timeout: float = 180, need_batch_step: bool = True) -> Dict[str, Dict[str, str]]:
+    """Poll sacct until the job is terminal and its records settled (they lag the job's end)."""
+    deadline = time.monotonic() + timeout
+    rows: Dict[str, Dict[str, str]] = {}
+    while time.monotonic() < deadline:
+        rows = {r["JobID"]: r for r in sacct(jobid)}
+        job = rows.get(jobid)
+        if job and job["State"].split()[0] in TERMINAL:
+            batch = rows.get(f"{jobid}.batch")
+            if not need_batch_step or (batch and batch["State"].split()[0] in TERMINAL):
+                return rows
+        time.sleep(0.3)
+    raise AssertionError(f"job {jobid} did not finish within {timeout}s; last sacct: {rows}")
+
+
+def mem_bytes(text: str) -> int:
+    """sacct's 60720K / 1.5G / 123 into bytes ('' is 0)."""
+    if not text:
+        return 0
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    if text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(float(text))
+
+
+def scontrol_job(jobid: str) -> Dict[str, str]:
+    """`scontrol show job -o` as a dict (values with spaces are rare in the fields we compare)."""
+    proc = sh(["scontrol", "show", "job", "-o", jobid])
+    assert proc.returncode == 0, proc.stderr
+    fields: Dict[str, str] = {}
+    for token in proc.stdout.split():
+        if "=" in token:
+            key, _, value = token.partition("=")
+            fields[key] = value
+    return fields
+
+
+def user() -> str:
+    return os.environ.get("USER") or subprocess.run(["id", "-un"], capture_output=True,
+                                                     text=True).stdout.strip()
