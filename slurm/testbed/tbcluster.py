@@ -15,8 +15,24 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from tbcommon import (
-    CLUSTER, ETC, LOG, MARIADB_PORT, OTHER_USER, REST_PORT, REST_USER, RUN, SLURM_USER, STATE,
-    TEST_USER, TestbedError, pid_alive, run, say, stop_pidfile, testbed_vars, wait_for,
+    CLUSTER,
+    ETC,
+    LOG,
+    MARIADB_PORT,
+    OTHER_USER,
+    REST_PORT,
+    REST_USER,
+    RUN,
+    SLURM_USER,
+    STATE,
+    TEST_USER,
+    TestbedError,
+    pid_alive,
+    run,
+    say,
+    stop_pidfile,
+    testbed_vars,
+    wait_for,
     write_if_changed,
 )
 
@@ -240,7 +256,8 @@ def daemons() -> list[Daemon]:
         Daemon("mariadbd", ["/usr/sbin/mariadbd", "--no-defaults", f"--datadir={datadir}",
                             f"--port={MARIADB_PORT}", "--bind-address=127.0.0.1",
                             f"--socket={MARIADB_SOCK}", f"--pid-file={RUN / 'mariadb' / 'mariadbd.pid'}",
-                            "--user=mysql", "--skip-log-bin", "--innodb-buffer-pool-size=128M", "--innodb-lock-wait-timeout=900",
+                            "--user=mysql", "--skip-log-bin", "--innodb-buffer-pool-size=128M",
+                            "--innodb-lock-wait-timeout=900",
                             f"--log-error={LOG / 'mariadb' / 'error.log'}"],
                lambda: MARIADB_SOCK.exists() and port_open(MARIADB_PORT)),
         Daemon("slurmdbd", ["/usr/sbin/slurmdbd", "-D"], lambda: port_open(6819)),

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from tbcommon import ETC, REST_PORT, STATE, write_if_changed
 
