@@ -1,7 +1,6 @@
 """The `stardock` command: parse, call, print. Errors are caught once, in main()."""
 from __future__ import annotations
 
-import logging
 import sys
 import traceback
 from typing import Optional
@@ -9,36 +8,9 @@ from typing import Optional
 import click
 
 from stardock_hpc import __version__
+from stardock_hpc.commands import envs, sitecmd
+from stardock_hpc.commands.options import State, common_options
 from stardock_hpc.errors import EXIT_FAILED, EXIT_USAGE, StardockError
-
-
-class State:
-    """What the global options set; every command reads it from the click context."""
-
-    def __init__(self) -> None:
-        self.site: Optional[str] = None
-        self.debug = False
-
-
-def _set_site(ctx: click.Context, _param: click.Parameter, value: Optional[str]) -> None:
-    if value is not None:
-        ctx.ensure_object(State).site = value
-
-
-def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
-    if value:
-        ctx.ensure_object(State).debug = True
-        logging.basicConfig(level=logging.DEBUG, format="stardock: debug: %(message)s")
-
-
-def common_options(f):
-    """--site and --debug, accepted before or after the subcommand name."""
-    f = click.option("--site", "site", metavar="FILE", expose_value=False, callback=_set_site,
-                     is_eager=True, help="Site config (default: $STARDOCK_SITE_CONFIG, "
-                     "then /etc/stardock/site.yaml).")(f)
-    f = click.option("--debug", is_flag=True, expose_value=False, callback=_set_debug,
-                     is_eager=True, help="Show debug logs and tracebacks.")(f)
-    return f
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -49,6 +21,11 @@ def cli(ctx: click.Context) -> None:
     """Ship the software to the data: build a container environment from one YAML file and run
     it as a Slurm batch job, rootless."""
     ctx.ensure_object(State)
+
+
+for module in (envs, sitecmd):
+    for command in module.COMMANDS:
+        cli.add_command(command)
 
 
 def main(argv: Optional[list] = None) -> None:

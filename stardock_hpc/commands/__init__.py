@@ -1,0 +1,1 @@
+"""The `stardock` subcommands, grouped by what they work on; cli.py registers them."""

@@ -1,0 +1,45 @@
+"""Options every command shares (--site, --debug) and the state they set."""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Optional
+
+import click
+
+
+class State:
+    """What the global options set; every command reads it from the click context."""
+
+    def __init__(self) -> None:
+        self.site: Optional[str] = None
+        self.debug = False
+
+
+def _set_site(ctx: click.Context, _param: click.Parameter, value: Optional[str]) -> None:
+    if value is not None:
+        ctx.ensure_object(State).site = value
+
+
+def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.ensure_object(State).debug = True
+        logging.basicConfig(level=logging.DEBUG, format="stardock: debug: %(message)s")
+
+
+def common_options(f):
+    """--site and --debug, accepted before or after the subcommand name."""
+    f = click.option("--site", "site", metavar="FILE", expose_value=False, callback=_set_site,
+                     is_eager=True, help="Site config (default: $STARDOCK_SITE_CONFIG, "
+                     "then /etc/stardock/site.yaml).")(f)
+    f = click.option("--debug", is_flag=True, expose_value=False, callback=_set_debug,
+                     is_eager=True, help="Show debug logs and tracebacks.")(f)
+    return f
+
+
+def state() -> State:
+    return click.get_current_context().ensure_object(State)
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))

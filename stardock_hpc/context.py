@@ -1,0 +1,46 @@
+"""Write a build context: the rendered definitions plus the files they refer to.
+
+Layout (the renderers refer to these paths):
+    Containerfile, apptainer.def
+    files/<i>               the spec's files: entries, copied (symbolic links kept as links)
+    .stardock/spec.yaml     the canonical spec (provenance)
+    .stardock/build.sh      the spec's build steps, when it has any
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from stardock_hpc.plan import CONTEXT_SPEC, BuildPlan
+from stardock_hpc.render import render_apptainer, render_containerfile
+from stardock_hpc.render.common import BUILD_SCRIPT, build_script
+
+CONTAINERFILE = "Containerfile"
+APPTAINER_DEF = "apptainer.def"
+
+
+def write_context(plan: BuildPlan, directory: Path) -> Path:
+    """Fill `directory` (which must be empty or absent) and return it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for f in plan.files:
+        target = directory / f.context_path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if f.kind == "dir":
+            shutil.copytree(f.source, target, symlinks=True)
+        else:
+            shutil.copy2(f.source, target)
+    meta = directory / ".stardock"
+    meta.mkdir(exist_ok=True)
+    (directory / CONTEXT_SPEC).write_text(plan.spec_yaml)
+    if plan.build_script is not None:
+        (directory / BUILD_SCRIPT).write_text(build_script(plan))
+    (directory / CONTAINERFILE).write_text(render_containerfile(plan))
+    (directory / APPTAINER_DEF).write_text(render_apptainer(plan))
+    # engines read the context as the building user; keep it readable whatever the umask
+    for root, dirs, files in os.walk(directory):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, os.stat(path).st_mode | 0o444 | (0o111 if name in dirs else 0))
+    return directory

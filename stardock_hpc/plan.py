@@ -1,0 +1,145 @@
+"""Resolve a spec against the site and the catalog into a BuildPlan: everything a renderer
+needs, decided once, so that the Apptainer and Containerfile renderers cannot disagree.
+
+Layer order (stable, so a change late in the spec reuses the layers before it):
+base -> catalog apps' packages -> the user's packages -> files -> the user's build steps
+-> provenance.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import yaml
+
+from stardock_hpc import __version__
+from stardock_hpc.catalog import App, Catalog
+from stardock_hpc.errors import UsageError
+from stardock_hpc.site import BaseImage, Site
+from stardock_hpc.spec import Environment
+
+VENV = "/opt/stardock/venv"
+BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PIP_NEEDS = ("python3", "python3-venv", "ca-certificates")
+CONTEXT_SPEC = ".stardock/spec.yaml"
+IMAGE_SPEC = "/.stardock/spec.yaml"
+LABEL_PREFIX = "org.stardock."
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    """One `files:` entry. The build context holds it as files/<index> (a name no engine
+    misreads); `target` is where it lands: a file copied to a `dest/` keeps its own name, a
+    directory's contents go into dest, as with COPY."""
+
+    index: int
+    kind: str          # "file" or "dir"
+    target: str
+    source: Path
+
+    @property
+    def context_path(self) -> str:
+        return f"files/{self.index}"
+
+
+@dataclass(frozen=True)
+class Layer:
+    """Packages and shell lines installed together (one RUN; one block of %post)."""
+
+    comment: str
+    apt: Tuple[str, ...] = ()
+    pip: Tuple[str, ...] = ()
+    steps: Tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.apt or self.pip or self.steps)
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    name: str
+    base: BaseImage
+    apps: Tuple[App, ...]
+    catalog_layer: Layer
+    user_layer: Layer
+    files: Tuple[PlannedFile, ...]
+    build_script: Optional[str]
+    env: Dict[str, str]          # everything exported at build and run time, in order
+    command: Optional[Tuple[str, ...]]
+    labels: Dict[str, str]
+    spec_yaml: str               # the canonical spec, embedded as /.stardock/spec.yaml
+    spec_digest: str
+
+    @property
+    def uses_pip(self) -> bool:
+        return bool(self.catalog_layer.pip or self.user_layer.pip)
+
+
+def canonical_yaml(env: Environment) -> str:
+    data = {k: v for k, v in env.canonical().items() if v not in (None, [], {})}
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100)
+
+
+def _layer(comment: str, apt: List[str], pip: List[str], steps: List[str], already: Tuple[str, ...]) -> Layer:
+    apt_all = list(dict.fromkeys(apt))
+    if pip:
+        apt_all += [p for p in PIP_NEEDS if p not in apt_all and p not in already]
+    return Layer(comment, tuple(apt_all), tuple(dict.fromkeys(pip)), tuple(steps))
+
+
+def _planned_file(index: int, source: Path, dest: str) -> PlannedFile:
+    if source.is_dir():
+        return PlannedFile(index, "dir", dest.rstrip("/") or "/", source)
+    target = dest + source.name if dest.endswith("/") else dest
+    return PlannedFile(index, "file", target, source)
+
+
+def _check_policy(env: Environment, site: Site) -> None:
+    if env.build and not site.policy.custom_build:
+        raise UsageError(f"{env.path}: build: this site does not allow custom build steps "
+                         f"(policy.custom_build is false in {site.source})",
+                         hint="use apps and packages, or ask the site's admins to add an app")
+    if env.packages.pip and not site.policy.pip:
+        raise UsageError(f"{env.path}: packages.pip: this site does not allow installing from PyPI "
+                         f"(policy.pip is false in {site.source})")
+
+
+def resolve(env: Environment, site: Site, catalog: Catalog) -> BuildPlan:
+    _check_policy(env, site)
+    base = site.base(env.base)
+    apps = tuple(catalog.resolve(env.apps))
+    recipes = [app.recipe(base.family) for app in apps]
+    catalog_layer = _layer(
+        "catalog apps: " + ", ".join(a.name for a in apps) if apps else "catalog apps",
+        [p for r in recipes for p in r.apt], [p for r in recipes for p in r.pip],
+        [s for r in recipes for s in r.steps], ())
+    user_layer = _layer("the spec's packages", list(env.packages.apt), list(env.packages.pip), [],
+                        catalog_layer.apt)
+    files = tuple(_planned_file(i, f.source, f.dest) for i, f in enumerate(env.files))
+    path = (f"{VENV}/bin:" if catalog_layer.pip or user_layer.pip else "") + BASE_PATH
+    merged: Dict[str, str] = {"PATH": path, "STARDOCK_ENVIRONMENT": env.name}
+    for app in apps:
+        merged.update(app.env)
+    merged.update(env.env)
+    labels = dict(env.labels)
+    labels.update({
+        f"{LABEL_PREFIX}name": env.name,
+        f"{LABEL_PREFIX}spec-sha256": env.digest(),
+        f"{LABEL_PREFIX}base": base.name,
+        f"{LABEL_PREFIX}version": __version__,
+    })
+    if apps:
+        labels[f"{LABEL_PREFIX}apps"] = ",".join(a.name for a in apps)
+    script = "\n".join(env.build) if env.build else None
+    return BuildPlan(
+        name=env.name, base=base, apps=apps, catalog_layer=catalog_layer, user_layer=user_layer,
+        files=files, build_script=script, env=merged, command=env.command, labels=labels,
+        spec_yaml=canonical_yaml(env), spec_digest=env.digest())
+
+
+def describe(plan: BuildPlan) -> str:
+    """One line for logs: what is being built."""
+    return json.dumps({"name": plan.name, "base": plan.base.name,
+                       "apps": [a.name for a in plan.apps], "spec": plan.spec_digest[:12]})

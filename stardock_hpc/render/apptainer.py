@@ -1,0 +1,92 @@
+"""BuildPlan -> Apptainer definition file.
+
+Differences from the Containerfile that keep the same meaning:
+- %environment is not visible at build time (hpccm learned this too), so %post exports the
+  same variables before the install steps.
+- %files runs before %post and copies with cp semantics; files are staged under
+  /.stardock/files and placed in %post exactly where COPY would put them, after the packages.
+- The runscript runs its arguments instead of the default command when given any, like
+  Podman's CMD.
+"""
+from __future__ import annotations
+
+import shlex
+from typing import List
+
+from stardock_hpc.plan import CONTEXT_SPEC, IMAGE_SPEC, BuildPlan, PlannedFile
+from stardock_hpc.render.common import BUILD_SCRIPT, IMAGE_BUILD_SCRIPT, RUN_BUILD, header, layer_commands
+
+STAGE = "/.stardock/files"
+INDENT = "    "
+# A line of a definition file that starts with % opens a new section, even inside a quoted
+# string; so no quoted value may carry a raw newline: it is spelled "$nl", defined first.
+NL_DEF = "nl=$(printf '\\n_'); nl=${nl%_}"
+
+
+def sh_word(value: str) -> str:
+    """A POSIX sh word for value, on one line of the definition file."""
+    if "\n" not in value:
+        return shlex.quote(value)
+    return '"$nl"'.join(shlex.quote(part) for part in value.split("\n"))
+
+
+def _needs_nl(words) -> List[str]:
+    return [NL_DEF] if any("\n" in w for w in words) else []
+
+
+def _bootstrap(plan: BuildPlan) -> List[str]:
+    base = plan.base
+    if base.archive is not None:
+        return ["Bootstrap: oci-archive", f"From: {base.archive}"]
+    assert base.ref is not None
+    return ["Bootstrap: docker", f"From: {base.ref}"]
+
+
+def _place(f: PlannedFile) -> List[str]:
+    staged = f"{STAGE}/{f.index}"
+    target = sh_word(f.target)
+    if f.kind == "dir":
+        return [f"mkdir -p {target}", f"cp -a {staged}/. {target}/"]
+    return [f"mkdir -p \"$(dirname {target})\"", f"cp -a {staged} {target}"]
+
+
+def _section(name: str, lines: List[str]) -> List[str]:
+    return ["", name] + [INDENT + line if line else "" for line in lines]
+
+
+def render_apptainer(plan: BuildPlan) -> str:
+    out: List[str] = header(plan, "Apptainer definition") + _bootstrap(plan)
+
+    files = [f"files/{f.index} {STAGE}/{f.index}" for f in plan.files]
+    if plan.build_script is not None:
+        files.append(f"{BUILD_SCRIPT} {IMAGE_BUILD_SCRIPT}")
+    files.append(f"{CONTEXT_SPEC} {IMAGE_SPEC}")
+    out += _section("%files", files)
+
+    exports = [f"export {k}={shlex.quote(v)}" for k, v in plan.env.items()]
+    out += _section("%environment", exports)
+
+    post: List[str] = ["set -e", *_needs_nl(f.target for f in plan.files),
+                       "# %environment is not visible at build time: the same variables"]
+    post += exports
+    for layer in (plan.catalog_layer, plan.user_layer):
+        if layer:
+            post += [f"# {layer.comment}"] + layer_commands(layer)
+    if plan.files:
+        post.append("# the spec's files, placed where a Containerfile's COPY puts them")
+        for f in plan.files:
+            post += _place(f)
+        post.append(f"rm -rf {STAGE}")
+    if plan.build_script is not None:
+        post.append("# the spec's build steps: one bash shell, stopping at the first failing command")
+        post.append(" ".join(RUN_BUILD))
+    out += _section("%post -c /bin/bash", post)
+
+    if plan.command is not None:
+        out += _section("%runscript", [
+            'if [ "$#" -gt 0 ]; then exec "$@"; fi',
+            *_needs_nl(plan.command),
+            "exec " + " ".join(sh_word(a) for a in plan.command),
+        ])
+    out += _section("%labels", [f"{k} {v}" for k, v in plan.labels.items()])
+    return "\n".join(out) + "\n"

@@ -1,0 +1,74 @@
+"""BuildPlan -> Containerfile (Podman / Buildah, OCI format).
+
+Differences from the Apptainer definition that keep the same meaning:
+- ENV sets the environment for the build steps and for run time at once.
+- COPY places files directly; Apptainer stages them and copies in %post.
+- The image's default user is nobody (65534): non-root by default. Apptainer needs no such
+  line: it always runs as the invoking user.
+- CMD is replaced by arguments given at run time; the Apptainer runscript does the same.
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Dict, List
+
+from stardock_hpc.plan import CONTEXT_SPEC, IMAGE_SPEC, BuildPlan, Layer
+from stardock_hpc.render.common import BUILD_SCRIPT, IMAGE_BUILD_SCRIPT, RUN_BUILD, header, layer_commands
+from stardock_hpc.site import BaseImage
+
+LOCAL_BASE_PREFIX = "localhost/stardock-base/"
+
+
+def base_reference(base: BaseImage) -> str:
+    """The FROM line's image: a registry reference, or the local name under which the engine
+    loads a base archive (a stable name keeps Podman's layer cache)."""
+    if base.ref:
+        return base.ref
+    return LOCAL_BASE_PREFIX + base.name
+
+
+def quote(value: str) -> str:
+    """A double-quoted Containerfile word: ENV and LABEL expand $ and eat backslashes."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
+
+
+def copy_word(value: str) -> str:
+    """COPY's JSON form still expands $ and reads quotes and backslashes: escape them."""
+    return re.sub(r'([\\$\'"])', r"\\\1", value)
+
+
+def _pairs(instruction: str, items: Dict[str, str]) -> List[str]:
+    if not items:
+        return []
+    lines = [f"{k}={quote(v)}" for k, v in items.items()]
+    return [f"{instruction} " + " \\\n    ".join(lines)]
+
+
+def _run(layer: Layer) -> List[str]:
+    if not layer:
+        return []
+    return [f"# {layer.comment}", "RUN " + "; \\\n    ".join(["set -e", *layer_commands(layer)])]
+
+
+def render_containerfile(plan: BuildPlan) -> str:
+    out: List[str] = header(plan, "Containerfile")
+    out.append(f"FROM {base_reference(plan.base)}")
+    out += _pairs("ENV", plan.env)
+    out += _run(plan.catalog_layer)
+    out += _run(plan.user_layer)
+    if plan.files:
+        out.append("# the spec's files")
+    for f in plan.files:
+        out.append(f"COPY {json.dumps([f.context_path, copy_word(f.target)], ensure_ascii=False)}")
+    if plan.build_script is not None:
+        out.append("# the spec's build steps: one bash shell, stopping at the first failing command")
+        out.append(f"COPY {json.dumps([BUILD_SCRIPT, IMAGE_BUILD_SCRIPT])}")
+        out.append(f"RUN {json.dumps(RUN_BUILD)}")
+    out.append("# provenance: the canonical spec and its hash")
+    out.append(f"COPY {json.dumps([CONTEXT_SPEC, IMAGE_SPEC])}")
+    out += _pairs("LABEL", plan.labels)
+    out.append("USER 65534:65534")
+    if plan.command is not None:
+        out.append(f"CMD {json.dumps(list(plan.command), ensure_ascii=False)}")
+    return "\n".join(out) + "\n"

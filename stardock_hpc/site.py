@@ -1,0 +1,305 @@
+"""The site config (site.yaml): what the admin decides. Engine, shared image cache, bases,
+volume map, mount root, scheduler and policy.
+
+Found from --site, then $STARDOCK_SITE_CONFIG, then /etc/stardock/site.yaml; without any, the
+built-in defaults apply. The choice and its source are kept for `stardock site show`.
+"""
+from __future__ import annotations
+
+import grp
+import os
+import posixpath
+import pwd
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+from stardock_hpc import yamlfile
+from stardock_hpc.errors import UsageError
+from stardock_hpc.schema import (
+    Bool,
+    Context,
+    Int,
+    Invalid,
+    Key,
+    ListOf,
+    MapOf,
+    Obj,
+    Str,
+    json_schema,
+    validate_document,
+)
+from stardock_hpc.spec import BASE_RE
+
+SYSTEM_SITE = Path("/etc/stardock/site.yaml")
+ENGINES = ("podman", "apptainer")
+BACKENDS = ("sbatch", "rest", "pyslurm")
+FAMILIES = ("debian",)
+VOLUME_NAME_RE = r"[a-z][a-z0-9_-]{0,31}"
+PATH_FIELDS = ("user", "uid", "gid", "group")
+USER_RE = r"[a-z_][a-z0-9_.-]{0,31}\$?"
+MEM_RE = r"[0-9]+[KMGT]?"
+TIME_RE = r"(?:[0-9]+-)?[0-9]+(?::[0-9]{2}){0,2}"
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    name: str
+    family: str
+    archive: Optional[Path] = None  # an OCI archive on disk (no registry needed)
+    ref: Optional[str] = None       # a registry reference, where the site has a registry
+
+
+@dataclass(frozen=True)
+class Volume:
+    name: str
+    path: str                       # host path template: {user} {uid} {gid} {group}
+    mode: str = "ro"                # the most a job may get: ro, or rw
+    users: Tuple[str, ...] = ()     # who may use it (empty: everybody)
+    groups: Tuple[str, ...] = ()
+    description: str = ""
+
+    def host_path(self, user: str) -> Path:
+        pw = pwd.getpwnam(user)
+        group = grp.getgrgid(pw.pw_gid).gr_name
+        return Path(self.path.format(user=user, uid=pw.pw_uid, gid=pw.pw_gid, group=group))
+
+    def allows(self, user: str) -> bool:
+        if not self.users and not self.groups:
+            return True
+        if user in self.users:
+            return True
+        pw = pwd.getpwnam(user)
+        mine = {grp.getgrgid(pw.pw_gid).gr_name} | {g.gr_name for g in grp.getgrall() if user in g.gr_mem}
+        return bool(mine & set(self.groups))
+
+
+@dataclass(frozen=True)
+class Scheduler:
+    backend: str = "sbatch"
+    rest_url: Optional[str] = None
+    rest_api: str = "auto"
+    partition: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    mem: Optional[str] = None
+    cpus: Optional[int] = None
+    time: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    network: bool = False           # containers get a network at run time
+    custom_build: bool = True       # specs may carry their own build steps
+    pip: bool = True                # specs may install from PyPI
+    limits: Limits = Limits()
+
+
+@dataclass(frozen=True)
+class Trust:
+    users: Tuple[str, ...] = ()
+    groups: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Site:
+    engine: str = "podman"
+    cache: Path = field(default_factory=lambda: Path(os.path.expanduser("~/.cache/stardock/images")))
+    bases: Dict[str, BaseImage] = field(default_factory=lambda: dict(DEFAULT_BASES))
+    default_base: Optional[str] = "debian:bookworm"
+    volumes: Dict[str, Volume] = field(default_factory=dict)
+    mount_root: str = "/data"
+    catalog: Tuple[Path, ...] = ()
+    scheduler: Scheduler = Scheduler()
+    policy: Policy = Policy()
+    trusted_builders: Trust = Trust()
+    path: Optional[Path] = None     # the file it came from (None: built-in defaults)
+    source: str = "built-in defaults (no site config found)"
+    explicit: frozenset = frozenset()  # top-level and nested keys set in the file
+
+    def base(self, name: Optional[str]) -> BaseImage:
+        chosen = name or self.default_base
+        if chosen is None:
+            raise UsageError("the spec names no base and the site has no default_base",
+                             hint=f"add 'base:' with one of: {', '.join(self.bases) or '(none)'}")
+        if chosen not in self.bases:
+            raise UsageError(f"base {chosen!r} is not offered by this site ({self.source}); "
+                             f"offered: {', '.join(self.bases) or '(none)'}")
+        return self.bases[chosen]
+
+
+DEFAULT_BASES = {"debian:bookworm": BaseImage("debian:bookworm", "debian",
+                                              ref="docker.io/library/debian:bookworm")}
+
+
+def _abs_path(value: str) -> None:
+    if not value.startswith("/"):
+        raise Invalid("must be an absolute path")
+
+
+def _volume_path(value: str) -> None:
+    _abs_path(value)
+    for name in re.findall(r"\{([^}]*)\}", value):
+        if name not in PATH_FIELDS:
+            raise Invalid(f"unknown placeholder {{{name}}}; allowed: "
+                          + ", ".join("{" + f + "}" for f in PATH_FIELDS))
+    if ".." in value.split("/"):
+        raise Invalid("'..' is not allowed")
+
+
+def _mount_root(value: str) -> None:
+    _abs_path(value)
+    norm = posixpath.normpath(value)
+    if norm in ("/", "/usr", "/etc", "/bin", "/lib", "/proc", "/sys", "/dev", "/tmp"):
+        raise Invalid("would hide part of the image's system; pick a directory such as /data")
+
+
+def site_type() -> Obj:
+    base = Obj({
+        "family": Key(Str("Which catalog recipes apply.", choices=FAMILIES)),
+        "archive": Key(Str("An OCI archive of the image on disk.", check=_abs_path)),
+        "ref": Key(Str("A registry reference.", pattern=r"[A-Za-z0-9][A-Za-z0-9._/:@-]{0,255}",
+                       pattern_help="an image reference such as registry.example.org/debian:bookworm")),
+    }, "A base image the site offers.")
+    volume = Obj({
+        "path": Key(Str("Host path; {user}, {uid}, {gid}, {group} are filled in.", check=_volume_path),
+                    required=True),
+        "mode": Key(Str("The most a job may get: ro (inputs) or rw (outputs).", choices=("ro", "rw")),
+                    default="ro"),
+        "users": Key(ListOf(Str(pattern=USER_RE, pattern_help="a user name")), default=()),
+        "groups": Key(ListOf(Str(pattern=USER_RE, pattern_help="a group name")), default=()),
+        "description": Key(Str(min_len=0), default=""),
+    }, "A host directory jobs may mount by its logical name.")
+    limits = Obj({
+        "mem": Key(Str("Largest --mem a job may ask for.", pattern=MEM_RE, pattern_help="e.g. 64G")),
+        "cpus": Key(Int("Largest --cpus-per-task.", minimum=1)),
+        "time": Key(Str("Longest --time.", pattern=TIME_RE, pattern_help="e.g. 2-00:00:00")),
+    }, make=lambda **kw: Limits(**kw))
+    return Obj({
+        "engine": Key(Str("Container engine.", choices=ENGINES), default="podman"),
+        "cache": Key(Str("Shared image cache directory.", check=_abs_path)),
+        "bases": Key(MapOf(base, "Base images offered, by name.", key_pattern=BASE_RE,
+                           key_help="an image name such as debian:bookworm")),
+        "default_base": Key(Str("Base used when a spec names none.", pattern=BASE_RE)),
+        "volumes": Key(MapOf(volume, "Volume map.", key_pattern=VOLUME_NAME_RE,
+                             key_help="lowercase letters, digits, '_' and '-'"), default={}),
+        "mount_root": Key(Str("Where volumes appear in the container.", check=_mount_root), default="/data"),
+        "catalog": Key(ListOf(Str("A directory of site app definitions.", check=_abs_path)), default=()),
+        "scheduler": Key(Obj({
+            "backend": Key(Str(choices=BACKENDS), default="sbatch"),
+            "rest_url": Key(Str(pattern=r"https?://[A-Za-z0-9.:\[\]_-]+(?:/[A-Za-z0-9._/-]*)?",
+                                pattern_help="an http(s) URL such as http://127.0.0.1:6820")),
+            "rest_api": Key(Str(pattern=r"auto|v0\.0\.[0-9]+", pattern_help="auto or v0.0.NN"),
+                            default="auto"),
+            "partition": Key(Str(pattern=r"[A-Za-z0-9_.-]+", pattern_help="a partition name")),
+        }, make=lambda **kw: Scheduler(**kw)), default=Scheduler()),
+        "policy": Key(Obj({
+            "network": Key(Bool("Containers get a network at run time."), default=False),
+            "custom_build": Key(Bool("Specs may carry their own build steps."), default=True),
+            "pip": Key(Bool("Specs may install packages from PyPI."), default=True),
+            "limits": Key(limits, default=Limits()),
+        }, make=lambda **kw: Policy(**kw)), default=Policy()),
+        "trusted_builders": Key(Obj({
+            "users": Key(ListOf(Str(pattern=USER_RE, pattern_help="a user name")), default=()),
+            "groups": Key(ListOf(Str(pattern=USER_RE, pattern_help="a group name")), default=()),
+        }, make=lambda users, groups: Trust(tuple(users), tuple(groups))), default=Trust()),
+    }, "stardock-hpc site configuration (site.yaml).", title="site.yaml")
+
+
+def _explicit(data: Any, prefix: str = "") -> frozenset:
+    keys = set()
+    if isinstance(data, dict):
+        for key, value in data.items():
+            name = f"{prefix}{key}"
+            keys.add(name)
+            if key not in ("bases", "volumes"):
+                keys |= _explicit(value, name + ".")
+    return frozenset(keys)
+
+
+def _from_document(doc: yamlfile.Document, path: Path, source: str) -> Site:
+    if doc.data is None:
+        doc.data = {}
+    raw = validate_document(doc, site_type())
+    ctx = Context(doc)
+    bases = dict(DEFAULT_BASES) if raw["bases"] is None else {}
+    for name, b in (raw["bases"] or {}).items():
+        family = b["family"] or name.split(":")[0].split("/")[-1]
+        if family not in FAMILIES:
+            raise ctx.fail(("bases", name), f"cannot tell the family of {name!r}; add "
+                           f"'family:' ({', '.join(FAMILIES)})")
+        if bool(b["archive"]) == bool(b["ref"]):
+            raise ctx.fail(("bases", name), "give exactly one of 'archive' (a file on disk) or "
+                           "'ref' (a registry reference)")
+        bases[name] = BaseImage(name, family, Path(b["archive"]) if b["archive"] else None, b["ref"])
+    default_base = raw["default_base"]
+    if default_base is None:
+        default_base = next(iter(bases)) if len(bases) == 1 else (
+            "debian:bookworm" if "debian:bookworm" in bases else None)
+    elif default_base not in bases:
+        raise ctx.fail(("default_base",), f"{default_base!r} is not one of the bases: {', '.join(bases)}")
+    volumes = {name: Volume(name, v["path"], v["mode"], tuple(v["users"]), tuple(v["groups"]),
+                            v["description"]) for name, v in raw["volumes"].items()}
+    kwargs: Dict[str, Any] = dict(
+        engine=raw["engine"], bases=bases, default_base=default_base, volumes=volumes,
+        mount_root=posixpath.normpath(raw["mount_root"]), catalog=tuple(Path(p) for p in raw["catalog"]),
+        scheduler=raw["scheduler"], policy=raw["policy"], trusted_builders=raw["trusted_builders"],
+        path=path, source=source, explicit=_explicit(doc.data))
+    if raw["cache"]:
+        kwargs["cache"] = Path(raw["cache"])
+    return Site(**kwargs)
+
+
+def parse_site(text: str, path: Path, source: str = "test") -> Site:
+    return _from_document(yamlfile.parse(text, str(path)), path, source)
+
+
+def find_site(option: Optional[str], environ: Optional[Dict[str, str]] = None) -> Tuple[Optional[Path], str]:
+    """Which site config applies, and why: --site, then $STARDOCK_SITE_CONFIG, then /etc."""
+    environ = os.environ if environ is None else environ
+    if option:
+        return Path(option), "--site option"
+    if environ.get("STARDOCK_SITE_CONFIG"):
+        return Path(environ["STARDOCK_SITE_CONFIG"]), "$STARDOCK_SITE_CONFIG"
+    if SYSTEM_SITE.exists():
+        return SYSTEM_SITE, str(SYSTEM_SITE)
+    return None, "built-in defaults (no site config found)"
+
+
+def load_site(option: Optional[str] = None, environ: Optional[Dict[str, str]] = None) -> Site:
+    path, how = find_site(option, environ)
+    if path is None:
+        return Site()
+    doc = yamlfile.load(path, "site config")
+    return _from_document(doc, path, f"{path} (from {how})")
+
+
+def site_json_schema() -> Dict[str, Any]:
+    return json_schema(site_type(), title="stardock-hpc site config (site.yaml)",
+                       schema_id="https://stardock-hpc.org/schema/site.schema.json")
+
+
+def site_settings(site: Site) -> Dict[str, Any]:
+    """The resolved settings as plain data, in the order of the file format."""
+    return {
+        "engine": site.engine,
+        "cache": str(site.cache),
+        "bases": {n: {"family": b.family, **({"archive": str(b.archive)} if b.archive else {}),
+                      **({"ref": b.ref} if b.ref else {})} for n, b in site.bases.items()},
+        "default_base": site.default_base,
+        "volumes": {n: {"path": v.path, "mode": v.mode, "users": list(v.users), "groups": list(v.groups),
+                        "description": v.description} for n, v in site.volumes.items()},
+        "mount_root": site.mount_root,
+        "catalog": [str(p) for p in site.catalog],
+        "scheduler": {"backend": site.scheduler.backend, "rest_url": site.scheduler.rest_url,
+                      "rest_api": site.scheduler.rest_api, "partition": site.scheduler.partition},
+        "policy": {"network": site.policy.network, "custom_build": site.policy.custom_build,
+                   "pip": site.policy.pip,
+                   "limits": {"mem": site.policy.limits.mem, "cpus": site.policy.limits.cpus,
+                              "time": site.policy.limits.time}},
+        "trusted_builders": {"users": list(site.trusted_builders.users),
+                             "groups": list(site.trusted_builders.groups)},
+    }

@@ -1,0 +1,257 @@
+"""The environment spec (stardock.yaml): the scientist's one file, as a typed model.
+
+Loading validates every key (fixed key sets, allowed values, file sources inside the spec's
+directory) and reports the first problem with file, line, key path and what is allowed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import re
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Dict, Iterable, Optional, Tuple
+
+from stardock_hpc import yamlfile
+from stardock_hpc.errors import UsageError
+from stardock_hpc.schema import (
+    Context,
+    Either,
+    Invalid,
+    Key,
+    ListOf,
+    MapOf,
+    Obj,
+    Str,
+    json_schema,
+    validate_document,
+)
+
+NAME_RE = r"[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?"
+NAME_HELP = ("use lowercase letters, digits, '.', '_' and '-', start and end with a letter or "
+             "digit, at most 63 characters")
+APP_RE = r"[a-z0-9][a-z0-9-]{0,62}"
+BASE_RE = r"[a-z0-9][a-z0-9._/-]{0,127}(?::[A-Za-z0-9._-]{1,128})?"
+APT_RE = r"[a-z0-9][a-z0-9+.-]{1,99}(?:=[A-Za-z0-9.+~:-]{1,100})?"
+PIP_RE = (r"[A-Za-z0-9][A-Za-z0-9._-]*(?:\[[A-Za-z0-9._,-]+\])?"
+          r"(?:\s*(?:===|==|!=|~=|>=|<=|<|>)\s*[A-Za-z0-9.*+!_-]+\s*,?)*")
+ENV_KEY_RE = r"[A-Za-z_][A-Za-z0-9_]{0,127}"
+LABEL_KEY_RE = r"[A-Za-z0-9][A-Za-z0-9._/-]{0,127}"
+# Names stardock-hpc or Slurm set in the container; a spec must not override them.
+RESERVED_ENV = re.compile(r"STARDOCK_.*|SLURM_.*|HOME|USER|LOGNAME")
+RESERVED_LABEL_PREFIX = "org.stardock."
+SPEC_SCHEMA_ID = "https://stardock-hpc.org/schema/stardock.schema.json"
+
+
+@dataclass(frozen=True)
+class FileCopy:
+    """A file or directory from beside the spec, copied to `dest` in the image."""
+
+    src: str
+    dest: str
+    source: Path = field(compare=False, default=Path("."))  # resolved absolute path on disk
+
+
+@dataclass(frozen=True)
+class Packages:
+    apt: Tuple[str, ...] = ()
+    pip: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Environment:
+    name: str
+    base: Optional[str]
+    apps: Tuple[str, ...]
+    packages: Packages
+    files: Tuple[FileCopy, ...]
+    build: Tuple[str, ...]
+    env: Dict[str, str]
+    command: Optional[Tuple[str, ...]]
+    labels: Dict[str, str]
+    path: Path = field(compare=False, default=Path("stardock.yaml"))
+
+    def canonical(self) -> Dict[str, Any]:
+        """The spec's meaning as plain data: no comments, no formatting, stable order."""
+        return {
+            "name": self.name,
+            "base": self.base,
+            "apps": list(self.apps),
+            "packages": {"apt": list(self.packages.apt), "pip": list(self.packages.pip)},
+            "files": [{"src": f.src, "dest": f.dest} for f in self.files],
+            "build": list(self.build),
+            "env": dict(sorted(self.env.items())),
+            "command": list(self.command) if self.command is not None else None,
+            "labels": dict(sorted(self.labels.items())),
+        }
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+
+# --- checks that need more than a pattern -----------------------------------------------------
+
+def _check_source(value: str) -> None:
+    path = PurePosixPath(value)
+    if path.is_absolute() or value.startswith("~"):
+        raise Invalid("file sources are relative to the spec's directory; absolute paths are "
+                      "not allowed (copy the file next to the spec)")
+    if ".." in path.parts:
+        raise Invalid("'..' is not allowed: sources must stay inside the spec's directory")
+    if "\n" in value:
+        raise Invalid("file names with newlines are not allowed")
+
+
+def _check_dest(value: str) -> None:
+    if not value.startswith("/"):
+        raise Invalid("destinations are absolute paths in the image (start with '/')")
+    if ".." in PurePosixPath(value).parts:
+        raise Invalid("'..' is not allowed in destinations")
+    norm = posixpath.normpath(value)
+    if norm == "/" or norm.split("/")[1] in ("proc", "sys", "dev", ".stardock", ".singularity.d"):
+        raise Invalid("cannot copy onto /, /proc, /sys, /dev or stardock's own /.stardock")
+
+
+def _check_env_key(value: str) -> None:
+    if RESERVED_ENV.fullmatch(value):
+        raise Invalid("is set by stardock-hpc or Slurm at run time (reserved: STARDOCK_*, "
+                      "SLURM_*, HOME, USER, LOGNAME)")
+
+
+def _one_line(what: str):
+    def check(value: str) -> None:
+        if "\n" in value or "\r" in value:
+            raise Invalid(f"{what} cannot contain a newline: a Containerfile's ENV and "
+                          "Apptainer's %labels are one line each (put multi-line text in a file "
+                          "under files:)")
+    return check
+
+
+def _not_option(value: str) -> None:
+    if value.startswith("-"):
+        raise Invalid("must not start with '-' (it would be read as an option)")
+
+
+def spec_type(apps: Optional[Iterable[str]] = None) -> Obj:
+    """The shape of stardock.yaml; with `apps`, app names are checked against the catalog."""
+    app_names = tuple(sorted(apps)) if apps is not None else ()
+    packages = Obj({
+        "apt": Key(ListOf(Str("A Debian package, optionally pinned as name=version.",
+                              pattern=APT_RE, pattern_help="Debian package names are lowercase "
+                              "letters, digits, '+', '-' and '.' (optionally name=version)"),
+                          "Extra Debian packages, installed after the apps'.", unique=True), default=()),
+        "pip": Key(ListOf(Str("A PyPI requirement such as photutils==1.6.0.", pattern=PIP_RE,
+                              pattern_help="write a PyPI requirement such as 'photutils', "
+                              "'photutils==1.6.0' or 'astroquery>=0.4' (no URLs, options or "
+                              "markers)", check=_not_option),
+                          "Python packages from PyPI, installed into the image's Python "
+                          "environment (which sees the Debian Python packages too).",
+                          unique=True), default=()),
+    }, "Packages beyond the apps'.", make=lambda apt, pip: Packages(tuple(apt), tuple(pip)))
+    file_copy = Obj({
+        "src": Key(Str("Path relative to the spec's directory.", check=_check_source), required=True),
+        "dest": Key(Str("Absolute path in the image.", check=_check_dest), required=True),
+    }, "A file or directory copied into the image.", make=lambda src, dest: FileCopy(src, dest))
+    return Obj({
+        "name": Key(Str("The environment's name; it names the image.", pattern=NAME_RE,
+                        pattern_help=NAME_HELP, max_len=63), required=True),
+        "base": Key(Str("One of the base images the site offers (stardock site show); "
+                        "the site's default when omitted.", pattern=BASE_RE,
+                        pattern_help="an image name such as debian:bookworm")),
+        "apps": Key(ListOf(Str("An app of the site's catalog (stardock apps).",
+                               choices=app_names) if app_names else
+                           Str("An app of the site's catalog (stardock apps).", pattern=APP_RE,
+                               pattern_help="app names are lowercase letters, digits and '-'"),
+                           "Apps from the catalog.", unique=True, max_items=100), default=()),
+        "packages": Key(packages, default=Packages()),
+        "files": Key(ListOf(file_copy, "Files copied into the image before the build steps.",
+                            max_items=200), default=()),
+        "build": Key(Either(
+            (str, Str("A shell script (bash), run as root in the image at build time.")),
+            (list, ListOf(Str("One line of the build script.", min_len=0))),
+            description="Your own build steps, run in one bash shell (cd and variables carry "
+                        "over between lines), stopping at the first failing command."), default=()),
+        "env": Key(MapOf(Str("Value (taken literally: no $ expansion).", min_len=0, numbers=True,
+                             check=_one_line("an env value")),
+                         "Environment variables, set at build and run time.",
+                         key_pattern=ENV_KEY_RE, key_help="use letters, digits and '_', not "
+                         "starting with a digit"), default={}),
+        "command": Key(Either(
+            (list, ListOf(Str("An argument.", min_len=0), min_items=1)),
+            (str, Str("A shell command line, run with /bin/sh -c.")),
+            description="The default command: a list of arguments, or one shell command line."),
+            default=None),
+        "labels": Key(MapOf(Str("Value.", min_len=0, numbers=True, check=_one_line("a label value")),
+                            "Image labels (metadata).", key_pattern=LABEL_KEY_RE,
+                            key_help="use letters, digits, '.', '_', '/' and '-'"), default={}),
+    }, "A stardock-hpc environment: what a scientist needs, in one file.", title="stardock.yaml",
+        make=_make_environment)
+
+
+def _make_environment(name, base, apps, packages, files, build, env, command, labels) -> Environment:
+    if isinstance(build, str):
+        build = tuple(build.splitlines()) if build.strip() else ()
+    if isinstance(command, str):
+        command = ("/bin/sh", "-c", command)
+    return Environment(name=name, base=base, apps=tuple(apps), packages=packages,
+                       files=tuple(files), build=tuple(build), env=dict(env),
+                       command=tuple(command) if command is not None else None, labels=dict(labels))
+
+
+def _check_reserved(env: Environment, doc: yamlfile.Document) -> None:
+    ctx = Context(doc)
+    for key in env.env:
+        try:
+            _check_env_key(key)
+        except Invalid as exc:
+            raise ctx.fail(("env", key), f"{key!r} {exc}") from None
+    for key in env.labels:
+        if key.startswith(RESERVED_LABEL_PREFIX):
+            raise ctx.fail(("labels", key), f"{key!r}: labels under '{RESERVED_LABEL_PREFIX}' are "
+                           "written by stardock-hpc (provenance)")
+
+
+def _resolve_files(env: Environment, doc: yamlfile.Document) -> Environment:
+    ctx = Context(doc)
+    spec_dir = env.path.parent.resolve()
+    resolved = []
+    for i, item in enumerate(env.files):
+        source = (spec_dir / item.src).resolve()
+        if source != spec_dir and spec_dir not in source.parents:
+            raise ctx.fail(("files", i, "src"), f"{item.src!r} leads outside the spec's directory "
+                           f"({spec_dir}) through a symbolic link")
+        if not source.exists():
+            raise ctx.fail(("files", i, "src"), f"{item.src!r} does not exist (looked for {source})")
+        if not (source.is_file() or source.is_dir()):
+            raise ctx.fail(("files", i, "src"), f"{item.src!r} is neither a file nor a directory")
+        resolved.append(FileCopy(item.src, item.dest, source))
+    return Environment(**{**env.__dict__, "files": tuple(resolved)})
+
+
+def parse_spec(text: str, path: Path, apps: Optional[Iterable[str]] = None) -> Environment:
+    doc = yamlfile.parse(text, str(path))
+    return _from_document(doc, path, apps)
+
+
+def load_spec(path: Path, apps: Optional[Iterable[str]] = None) -> Environment:
+    """Load and validate stardock.yaml; `apps` (the catalog's names) enables the app check."""
+    doc = yamlfile.load(path, "environment spec")
+    return _from_document(doc, path, apps)
+
+
+def _from_document(doc: yamlfile.Document, path: Path, apps: Optional[Iterable[str]]) -> Environment:
+    if doc.data is None:
+        raise UsageError(f"{path}: the environment spec is empty; it needs at least 'name'")
+    env: Environment = validate_document(doc, spec_type(apps))
+    env = Environment(**{**env.__dict__, "path": Path(path)})
+    _check_reserved(env, doc)
+    return _resolve_files(env, doc)
+
+
+def spec_json_schema(apps: Optional[Iterable[str]] = None) -> Dict[str, Any]:
+    return json_schema(spec_type(apps), title="stardock-hpc environment spec (stardock.yaml)",
+                       schema_id=SPEC_SCHEMA_ID)
