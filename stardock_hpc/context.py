@@ -5,6 +5,7 @@ Layout (the renderers refer to these paths):
     files/<i>               the spec's files: entries, copied (symbolic links kept as links)
     .stardock/spec.yaml     the canonical spec (provenance)
     .stardock/build.sh      the spec's build steps, when it has any
+    .stardock/ca/<i>-<name>.crt   the site's CA certificates, when it lists any
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import os
 import shutil
 from pathlib import Path
 
-from stardock_hpc.plan import CONTEXT_SPEC, BuildPlan
+from stardock_hpc.errors import UsageError
+from stardock_hpc.plan import CONTEXT_CA, CONTEXT_SPEC, BuildPlan
 from stardock_hpc.render import render_apptainer, render_containerfile
 from stardock_hpc.render.common import BUILD_SCRIPT, build_script
 
@@ -33,6 +35,14 @@ def write_context(plan: BuildPlan, directory: Path) -> Path:
     meta = directory / ".stardock"
     meta.mkdir(exist_ok=True)
     (directory / CONTEXT_SPEC).write_text(plan.spec_yaml)
+    if plan.ca_certificates:
+        (directory / CONTEXT_CA).mkdir()
+        for source, name in zip(plan.ca_certificates, plan.ca_names()):
+            try:
+                shutil.copyfile(source, directory / CONTEXT_CA / name)
+            except OSError as exc:
+                raise UsageError(f"site config: ca_certificates: cannot read {source}: "
+                                 f"{exc.strerror}") from None
     if plan.build_script is not None:
         (directory / BUILD_SCRIPT).write_text(build_script(plan))
     (directory / CONTAINERFILE).write_text(render_containerfile(plan))

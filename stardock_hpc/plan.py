@@ -25,6 +25,8 @@ BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PIP_NEEDS = ("python3", "python3-venv", "ca-certificates")
 CONTEXT_SPEC = ".stardock/spec.yaml"
 IMAGE_SPEC = "/.stardock/spec.yaml"
+CONTEXT_CA = ".stardock/ca"
+IMAGE_CA = "/usr/local/share/ca-certificates/stardock-site"
 LABEL_PREFIX = "org.stardock."
 
 
@@ -71,10 +73,16 @@ class BuildPlan:
     labels: Dict[str, str]
     spec_yaml: str               # the canonical spec, embedded as /.stardock/spec.yaml
     spec_digest: str
+    ca_certificates: Tuple[Path, ...] = ()   # the site's extra CAs, trusted before any download
 
     @property
     def uses_pip(self) -> bool:
         return bool(self.catalog_layer.pip or self.user_layer.pip)
+
+    def ca_names(self) -> Tuple[str, ...]:
+        """File names of the site CAs in the context and the image (update-ca-certificates
+        wants *.crt)."""
+        return tuple(f"{i}-{p.stem}.crt" for i, p in enumerate(self.ca_certificates))
 
 
 def canonical_yaml(env: Environment) -> str:
@@ -136,7 +144,7 @@ def resolve(env: Environment, site: Site, catalog: Catalog) -> BuildPlan:
     return BuildPlan(
         name=env.name, base=base, apps=apps, catalog_layer=catalog_layer, user_layer=user_layer,
         files=files, build_script=script, env=merged, command=env.command, labels=labels,
-        spec_yaml=canonical_yaml(env), spec_digest=env.digest())
+        spec_yaml=canonical_yaml(env), spec_digest=env.digest(), ca_certificates=site.ca_certificates)
 
 
 def describe(plan: BuildPlan) -> str:

@@ -113,6 +113,7 @@ class Site:
     volumes: Dict[str, Volume] = field(default_factory=dict)
     mount_root: str = "/data"
     catalog: Tuple[Path, ...] = ()
+    ca_certificates: Tuple[Path, ...] = ()
     scheduler: Scheduler = Scheduler()
     policy: Policy = Policy()
     trusted_builders: Trust = Trust()
@@ -188,6 +189,9 @@ def site_type() -> Obj:
                              key_help="lowercase letters, digits, '_' and '-'"), default={}),
         "mount_root": Key(Str("Where volumes appear in the container.", check=_mount_root), default="/data"),
         "catalog": Key(ListOf(Str("A directory of site app definitions.", check=_abs_path)), default=()),
+        "ca_certificates": Key(ListOf(Str("A PEM certificate file.", check=_abs_path),
+                                      "CA certificates every image trusts (a site proxy's CA, "
+                                      "so that builds reach PyPI through it)."), default=()),
         "scheduler": Key(Obj({
             "backend": Key(Str(choices=BACKENDS), default="sbatch"),
             "rest_url": Key(Str(pattern=r"https?://[A-Za-z0-9.:\[\]_-]+(?:/[A-Za-z0-9._/-]*)?",
@@ -246,6 +250,7 @@ def _from_document(doc: yamlfile.Document, path: Path, source: str) -> Site:
     kwargs: Dict[str, Any] = dict(
         engine=raw["engine"], bases=bases, default_base=default_base, volumes=volumes,
         mount_root=posixpath.normpath(raw["mount_root"]), catalog=tuple(Path(p) for p in raw["catalog"]),
+        ca_certificates=tuple(Path(p) for p in raw["ca_certificates"]),
         scheduler=raw["scheduler"], policy=raw["policy"], trusted_builders=raw["trusted_builders"],
         path=path, source=source, explicit=_explicit(doc.data))
     if raw["cache"]:
@@ -294,6 +299,7 @@ def site_settings(site: Site) -> Dict[str, Any]:
                         "description": v.description} for n, v in site.volumes.items()},
         "mount_root": site.mount_root,
         "catalog": [str(p) for p in site.catalog],
+        "ca_certificates": [str(p) for p in site.ca_certificates],
         "scheduler": {"backend": site.scheduler.backend, "rest_url": site.scheduler.rest_url,
                       "rest_api": site.scheduler.rest_api, "partition": site.scheduler.partition},
         "policy": {"network": site.policy.network, "custom_build": site.policy.custom_build,

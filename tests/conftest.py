@@ -42,6 +42,12 @@ PROBES = {"slurm": _slurm_reason, "podman": _podman_reason, "apptainer": _apptai
 MUST_RUN = {"slurm", "podman"} | ({"apptainer"} if REQUIRED and shutil.which("apptainer") else set())
 
 
+def pytest_addoption(parser):
+    parser.addoption("--regen-golden", action="store_true", default=False,
+                     help="rewrite the golden (reference) files from the current renderers; "
+                          "review the result with git diff")
+
+
 def pytest_collection_modifyitems(config, items):
     reasons = {}
     for item in items:

@@ -2,11 +2,18 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from tbcommon import ETC, REST_PORT, STATE, write_if_changed
 
 VOLUMES = STATE / "volumes"
 CACHE = STATE / "cache"
+
+
+def site_cas() -> str:
+    """The host's extra CAs (an egress proxy's, here): images need them to reach PyPI."""
+    cas = sorted(Path("/usr/local/share/ca-certificates").glob("*.crt"))
+    return "".join(f"  - {p}\n" for p in cas) if cas else "  []\n"
 
 
 def site_yaml() -> str:
@@ -25,7 +32,8 @@ volumes:
     path: {VOLUMES / 'scratch'}/{{user}}
     mode: rw
 mount_root: /data
-scheduler:
+ca_certificates:
+{site_cas()}scheduler:
   backend: sbatch
   rest_url: http://127.0.0.1:{REST_PORT}
 policy:

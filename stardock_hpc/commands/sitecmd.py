@@ -92,6 +92,9 @@ def run_checks(site: Site) -> List[Check]:
         else:
             checks.append(("warn" if "{" in volume.path else "fail", f"volume {name}",
                            f"{path} does not exist"))
+    for cert in site.ca_certificates:
+        checks.append(("ok", "CA certificate", str(cert)) if os.access(cert, os.R_OK) else
+                      ("fail", "CA certificate", f"{cert} is missing or unreadable"))
     for directory in site.catalog:
         checks.append(("ok", "catalog", str(directory)) if directory.is_dir() else
                       ("fail", "catalog", f"{directory} does not exist"))

@@ -13,8 +13,15 @@ from __future__ import annotations
 import shlex
 from typing import List
 
-from stardock_hpc.plan import CONTEXT_SPEC, IMAGE_SPEC, BuildPlan, PlannedFile
-from stardock_hpc.render.common import BUILD_SCRIPT, IMAGE_BUILD_SCRIPT, RUN_BUILD, header, layer_commands
+from stardock_hpc.plan import CONTEXT_CA, CONTEXT_SPEC, IMAGE_CA, IMAGE_SPEC, BuildPlan, PlannedFile
+from stardock_hpc.render.common import (
+    BUILD_SCRIPT,
+    IMAGE_BUILD_SCRIPT,
+    RUN_BUILD,
+    UPDATE_CA,
+    header,
+    layer_commands,
+)
 
 STAGE = "/.stardock/files"
 INDENT = "    "
@@ -57,7 +64,8 @@ def _section(name: str, lines: List[str]) -> List[str]:
 def render_apptainer(plan: BuildPlan) -> str:
     out: List[str] = header(plan, "Apptainer definition") + _bootstrap(plan)
 
-    files = [f"files/{f.index} {STAGE}/{f.index}" for f in plan.files]
+    files = [f"{CONTEXT_CA}/{name} {IMAGE_CA}/{name}" for name in plan.ca_names()]
+    files += [f"files/{f.index} {STAGE}/{f.index}" for f in plan.files]
     if plan.build_script is not None:
         files.append(f"{BUILD_SCRIPT} {IMAGE_BUILD_SCRIPT}")
     files.append(f"{CONTEXT_SPEC} {IMAGE_SPEC}")
@@ -69,6 +77,8 @@ def render_apptainer(plan: BuildPlan) -> str:
     post: List[str] = ["set -e", *_needs_nl(f.target for f in plan.files),
                        "# %environment is not visible at build time: the same variables"]
     post += exports
+    if plan.ca_certificates:
+        post += ["# the site's CA certificates, trusted before anything is downloaded", UPDATE_CA]
     for layer in (plan.catalog_layer, plan.user_layer):
         if layer:
             post += [f"# {layer.comment}"] + layer_commands(layer)

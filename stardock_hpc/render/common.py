@@ -50,3 +50,9 @@ def layer_commands(layer: Layer) -> List[str]:
         ]
     cmds += list(layer.steps)
     return cmds
+
+
+# With the site's CAs in place, refresh the bundle if the base already has the tool; a later
+# install of the ca-certificates package picks them up by itself.
+UPDATE_CA = ("if command -v update-ca-certificates >/dev/null 2>&1; "
+             "then update-ca-certificates >/dev/null; fi")

@@ -13,8 +13,15 @@ import json
 import re
 from typing import Dict, List
 
-from stardock_hpc.plan import CONTEXT_SPEC, IMAGE_SPEC, BuildPlan, Layer
-from stardock_hpc.render.common import BUILD_SCRIPT, IMAGE_BUILD_SCRIPT, RUN_BUILD, header, layer_commands
+from stardock_hpc.plan import CONTEXT_CA, CONTEXT_SPEC, IMAGE_CA, IMAGE_SPEC, BuildPlan, Layer
+from stardock_hpc.render.common import (
+    BUILD_SCRIPT,
+    IMAGE_BUILD_SCRIPT,
+    RUN_BUILD,
+    UPDATE_CA,
+    header,
+    layer_commands,
+)
 from stardock_hpc.site import BaseImage
 
 LOCAL_BASE_PREFIX = "localhost/stardock-base/"
@@ -55,6 +62,10 @@ def render_containerfile(plan: BuildPlan) -> str:
     out: List[str] = header(plan, "Containerfile")
     out.append(f"FROM {base_reference(plan.base)}")
     out += _pairs("ENV", plan.env)
+    if plan.ca_certificates:
+        out.append("# the site's CA certificates, trusted before anything is downloaded")
+        out.append(f"COPY {json.dumps([CONTEXT_CA + '/', IMAGE_CA + '/'])}")
+        out.append(f"RUN {UPDATE_CA}")
     out += _run(plan.catalog_layer)
     out += _run(plan.user_layer)
     if plan.files:

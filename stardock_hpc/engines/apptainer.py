@@ -1,0 +1,57 @@
+"""Apptainer: `apptainer build --fakeroot` straight to a SIF, the portable artifact itself.
+
+Written against Apptainer's documented CLI; the testbed runs 1.4.5.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+from stardock_hpc import proc
+from stardock_hpc.engines.base import Engine, ImageRef, Mount, OnLine, RunOptions
+from stardock_hpc.engines.podman import BuildFailed
+from stardock_hpc.site import BaseImage
+
+RUNSCRIPT = "/.singularity.d/runscript"  # the image's default command
+
+
+class ApptainerEngine(Engine):
+    name = "apptainer"
+    binary = "apptainer"
+    artifact_name = "image.sif"
+
+    def prepare_base(self, base: BaseImage, on_line: OnLine = None) -> None:
+        """Nothing to do: the definition bootstraps from the archive path or the reference."""
+
+    def build(self, context: Path, tag: str, out_dir: Path, on_line: OnLine = None) -> Path:
+        artifact = out_dir / self.artifact_name
+        result = proc.run(["apptainer", "build", "--fakeroot", "--force", artifact,
+                           context / "apptainer.def"], cwd=context, check=False,
+                          on_line=on_line or (lambda _line: None))
+        if not result.ok:
+            raise BuildFailed("apptainer build", result.returncode, result.stdout)
+        return artifact
+
+    def image_for(self, artifact: Path, tag: str) -> ImageRef:
+        return ImageRef(self.name, str(artifact))
+
+    def run_argv(self, image: ImageRef, command: Sequence[str], mounts: Sequence[Mount],
+                 env: Mapping[str, str], workdir: Optional[str], options: RunOptions) -> list:
+        argv = ["apptainer", "--silent", "exec", "--cleanenv", "--contain", "--no-home"]
+        if not options.network:
+            argv += ["--net", "--network=none"]
+        for m in mounts:
+            ro = ",ro" if m.readonly else ""
+            argv += ["--mount", f"type=bind,source={m.host},destination={m.target}{ro}"]
+        if workdir:
+            argv += ["--pwd", workdir]
+        argv.append(image.ref)
+        # Apptainer passes APPTAINERENV_* and --env-file values through a shell, which expands
+        # $ and backquotes; env(1) inside the container sets them literally instead.
+        command = list(command) or [RUNSCRIPT]
+        if "=" in command[0]:  # env(1) would take it for a variable
+            command = ["/bin/sh", "-c", 'exec "$@"', "sh", *command]
+        return argv + ["/usr/bin/env", *(f"{k}={v}" for k, v in env.items()), *command]
+
+    def remove(self, image: ImageRef) -> None:
+        """A SIF is only a file in the cache: nothing is loaded anywhere."""

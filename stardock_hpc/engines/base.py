@@ -1,0 +1,69 @@
+"""The engine interface. Subclasses fill in a few steps; `run_argv` is pure, so the difference
+between `apptainer exec --bind h:t:ro` and `podman run -v h:t:ro` lives in one place and is
+tested without the binaries."""
+from __future__ import annotations
+
+import shutil
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, ClassVar, Mapping, Optional, Sequence
+
+from stardock_hpc.site import BaseImage
+
+OnLine = Optional[Callable[[str], None]]
+
+
+@dataclass(frozen=True)
+class Mount:
+    host: Path
+    target: str
+    readonly: bool = True
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """What an engine runs: a local image name (Podman) or a SIF path (Apptainer)."""
+
+    engine: str
+    ref: str
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    network: bool = False
+    uid: Optional[int] = None
+    gid: Optional[int] = None
+
+
+class Engine(ABC):
+    name: ClassVar[str]
+    binary: ClassVar[str]
+    artifact_name: ClassVar[str]   # the portable file a build leaves in the cache entry
+
+    def available(self) -> Optional[str]:
+        """None when usable, else the reason it is not."""
+        if shutil.which(self.binary) is None:
+            return f"{self.binary} is not installed (not found on PATH)"
+        return None
+
+    @abstractmethod
+    def prepare_base(self, base: BaseImage, on_line: OnLine = None) -> None:
+        """Make the base image usable by a build (load an archive, for example)."""
+
+    @abstractmethod
+    def build(self, context: Path, tag: str, out_dir: Path, on_line: OnLine = None) -> Path:
+        """Build the context's definition and leave the portable artifact in out_dir."""
+
+    @abstractmethod
+    def image_for(self, artifact: Path, tag: str) -> ImageRef:
+        """The image to run for a cache entry's artifact (loading it first if needed)."""
+
+    @abstractmethod
+    def run_argv(self, image: ImageRef, command: Sequence[str], mounts: Sequence[Mount],
+                 env: Mapping[str, str], workdir: Optional[str], options: RunOptions) -> list:
+        """The argument list that runs command in image. Pure: no I/O."""
+
+    @abstractmethod
+    def remove(self, image: ImageRef) -> None:
+        """Forget a locally loaded image."""
