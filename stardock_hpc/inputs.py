@@ -16,5 +16,5 @@ def site_and_catalog(site_option: Optional[str]) -> Tuple[Site, Catalog]:
 
 
 def plan_for(spec_path: Path, site: Site, catalog: Catalog) -> Tuple[Environment, BuildPlan]:
-    env = load_spec(spec_path, apps=catalog.names())
+    env = load_spec(spec_path, apps=catalog.names(), bases=site.bases)
     return env, resolve(env, site, catalog)

@@ -63,13 +63,13 @@ class Str(Type):
     """
 
     def __init__(self, description: str = "", *, pattern: Optional[str] = None,
-                 pattern_help: str = "", choices: Sequence[str] = (), min_len: int = 1,
+                 pattern_help: str = "", choices: Optional[Sequence[str]] = None, min_len: int = 1,
                  max_len: int = 4096, numbers: bool = False,
                  check: Optional[Callable[[str], None]] = None) -> None:
         self.description = description
         self.pattern = pattern
         self.pattern_help = pattern_help
-        self.choices = tuple(choices)
+        self.choices = tuple(choices) if choices is not None else None  # None: any value
         self.min_len, self.max_len = min_len, max_len
         self.numbers = numbers
         self.check = check
@@ -84,8 +84,8 @@ class Str(Type):
             elif value is None:
                 hint = " (the value is empty)"
             raise ctx.fail(path, f"must be a string, got {_describe(value)}{hint}")
-        if self.choices and value not in self.choices:
-            raise ctx.fail(path, f"{value!r} is not allowed; allowed: {', '.join(self.choices)}"
+        if self.choices is not None and value not in self.choices:
+            raise ctx.fail(path, f"{value!r} is not one of: {', '.join(self.choices) or '(none)'}"
                            + _did_you_mean(value, self.choices))
         if len(value) < self.min_len:
             raise ctx.fail(path, "must not be empty" if self.min_len == 1
@@ -108,7 +108,7 @@ class Str(Type):
         schema: Dict[str, Any] = {"type": "string", "minLength": self.min_len, "maxLength": self.max_len}
         if self.numbers:
             schema = {"type": ["string", "number"]}
-        if self.choices:
+        if self.choices is not None:
             schema["enum"] = list(self.choices)
         if self.pattern:
             schema["pattern"] = f"^(?:{self.pattern})$"

@@ -136,9 +136,11 @@ def _not_option(value: str) -> None:
         raise Invalid("must not start with '-' (it would be read as an option)")
 
 
-def spec_type(apps: Optional[Iterable[str]] = None) -> Obj:
-    """The shape of stardock.yaml; with `apps`, app names are checked against the catalog."""
-    app_names = tuple(sorted(apps)) if apps is not None else ()
+def spec_type(apps: Optional[Iterable[str]] = None, bases: Optional[Iterable[str]] = None) -> Obj:
+    """The shape of stardock.yaml; with `apps` and `bases`, names are checked against the
+    catalog and the bases the site offers."""
+    app_names = tuple(sorted(apps)) if apps is not None else None
+    base_names = tuple(bases) if bases is not None else None
     packages = Obj({
         "apt": Key(ListOf(Str("A Debian package, optionally pinned as name=version.",
                               pattern=APT_RE, pattern_help="Debian package names are lowercase "
@@ -160,11 +162,10 @@ def spec_type(apps: Optional[Iterable[str]] = None) -> Obj:
         "name": Key(Str("The environment's name; it names the image.", pattern=NAME_RE,
                         pattern_help=NAME_HELP, max_len=63), required=True),
         "base": Key(Str("One of the base images the site offers (stardock site show); "
-                        "the site's default when omitted.", pattern=BASE_RE,
+                        "the site's default when omitted.", pattern=BASE_RE, choices=base_names,
                         pattern_help="an image name such as debian:bookworm")),
-        "apps": Key(ListOf(Str("An app of the site's catalog (stardock apps).",
-                               choices=app_names) if app_names else
-                           Str("An app of the site's catalog (stardock apps).", pattern=APP_RE,
+        "apps": Key(ListOf(Str("An app of the site's catalog (stardock apps).", choices=app_names,
+                               pattern=APP_RE,
                                pattern_help="app names are lowercase letters, digits and '-'"),
                            "Apps from the catalog.", unique=True, max_items=100), default=()),
         "packages": Key(packages, default=Packages()),
@@ -232,21 +233,25 @@ def _resolve_files(env: Environment, doc: yamlfile.Document) -> Environment:
     return Environment(**{**env.__dict__, "files": tuple(resolved)})
 
 
-def parse_spec(text: str, path: Path, apps: Optional[Iterable[str]] = None) -> Environment:
+def parse_spec(text: str, path: Path, apps: Optional[Iterable[str]] = None,
+               bases: Optional[Iterable[str]] = None) -> Environment:
     doc = yamlfile.parse(text, str(path))
-    return _from_document(doc, path, apps)
+    return _from_document(doc, path, apps, bases)
 
 
-def load_spec(path: Path, apps: Optional[Iterable[str]] = None) -> Environment:
-    """Load and validate stardock.yaml; `apps` (the catalog's names) enables the app check."""
+def load_spec(path: Path, apps: Optional[Iterable[str]] = None,
+              bases: Optional[Iterable[str]] = None) -> Environment:
+    """Load and validate stardock.yaml; `apps` (the catalog's names) and `bases` (the site's)
+    enable the checks of those names."""
     doc = yamlfile.load(path, "environment spec")
-    return _from_document(doc, path, apps)
+    return _from_document(doc, path, apps, bases)
 
 
-def _from_document(doc: yamlfile.Document, path: Path, apps: Optional[Iterable[str]]) -> Environment:
+def _from_document(doc: yamlfile.Document, path: Path, apps: Optional[Iterable[str]],
+                   bases: Optional[Iterable[str]]) -> Environment:
     if doc.data is None:
         raise UsageError(f"{path}: the environment spec is empty; it needs at least 'name'")
-    env: Environment = validate_document(doc, spec_type(apps))
+    env: Environment = validate_document(doc, spec_type(apps, bases))
     env = Environment(**{**env.__dict__, "path": Path(path)})
     _check_reserved(env, doc)
     return _resolve_files(env, doc)

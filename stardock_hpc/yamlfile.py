@@ -51,6 +51,10 @@ class _Builder:
 
     def build(self, node: yaml.Node, where: KeyPath) -> Any:
         self.lines.setdefault(where, node.start_mark.line + 1)
+        plain = {yaml.MappingNode: "tag:yaml.org,2002:map", yaml.SequenceNode: "tag:yaml.org,2002:seq"}
+        if type(node) in plain and node.tag != plain[type(node)]:
+            raise UsageError(f"{self.path}:{node.start_mark.line + 1}: not valid YAML here: the tag "
+                             f"{node.tag!r} is not supported")
         if isinstance(node, yaml.MappingNode):
             out: Dict[Any, Any] = {}
             for key_node, value_node in node.value:

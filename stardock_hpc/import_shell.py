@@ -1,0 +1,401 @@
+"""Reading shell text for `stardock import`: a small scanner that finds the top-level commands of
+a script (quotes, $(...), compound commands and here-documents respected), splits a flat command
+list at `&&` / `;`, and expands Dockerfile-style words (quotes, escapes, $VAR).
+
+It is not a shell: it only has to tell where commands begin and end, so that package installs
+can be lifted out and everything else kept exactly as written.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple
+
+
+class ShellSyntax(ValueError):
+    """The text is not a complete shell command (an unclosed quote, say)."""
+
+
+@dataclass(frozen=True)
+class Tok:
+    kind: str   # "word" or "op"
+    text: str
+    start: int
+    end: int
+
+
+_OPS = ("&&", "||", ";;", ";", "|", "&", "(", ")")
+_OPENERS = {"if", "case", "for", "while", "until", "select", "{"}
+_CLOSERS = {"fi", "esac", "done", "}"}
+_RESTART = {"then", "do", "else", "elif", "!", "time", "if", "while", "until", "{"}
+# a line that is none of these, with no ||, &, ( ) or here-document, is a flat command list
+_COMPOUND = _OPENERS | _CLOSERS | {"then", "do", "else", "elif", "function", "!"}
+_ASSIGN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def _skip_quoted(text: str, i: int) -> int:
+    """i is at a quote, backtick, "$(" or "${"; return the index after its end."""
+    c = text[i]
+    if c == "'":
+        j = text.find("'", i + 1)
+        if j < 0:
+            raise ShellSyntax("unclosed single quote")
+        return j + 1
+    if c in '"`':
+        i += 1
+        while i < len(text):
+            if text[i] == "\\":
+                i += 2
+            elif text[i] == c:
+                return i + 1
+            elif c == '"' and (text[i] == "`" or text.startswith(("$(", "${"), i)):
+                i = _skip_quoted(text, i)
+            else:
+                i += 1
+        raise ShellSyntax(f"unclosed {c}")
+    close = ")" if text[i + 1] == "(" else "}"
+    depth, i = 0, i + 1
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch in "'\"`" or (ch == "$" and text[i + 1:i + 2] in ("(", "{")):
+            i = _skip_quoted(text, i)
+            continue
+        if ch in "({":
+            depth += 1
+        elif ch == close or (ch in ")}" and depth > 1):
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    raise ShellSyntax(f"unclosed $({close}")
+
+
+def _word_end(text: str, i: int) -> int:
+    while i < len(text):
+        c = text[i]
+        if c == "\\":
+            i += 2
+        elif c in "'\"`" or (c == "$" and text[i + 1:i + 2] in ("(", "{")):
+            i = _skip_quoted(text, i)
+        elif text.startswith("<<<", i):
+            i += 3
+        elif text.startswith("<<", i):
+            break  # a here-document starts (cat<<EOF)
+        elif c in "<>":
+            i += 2 if text[i + 1:i + 2] in ("&", ">", "|") else 1
+        elif c in " \t\r\n;&|()":
+            break
+        else:
+            i += 1
+    return min(i, len(text))
+
+
+def scan(text: str) -> List[Tok]:
+    """Tokens of a shell script; newlines are op tokens whose end covers any here-document
+    bodies that follow them."""
+    toks: List[Tok] = []
+    heredocs: List[Tuple[str, bool]] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if text.startswith("\\\n", i):
+            i += 2
+        elif c in " \t\r":
+            i += 1
+        elif c == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+        elif c == "\n":
+            start, i = i, i + 1
+            for delim, strip in heredocs:
+                while True:
+                    if i >= n:
+                        raise ShellSyntax(f"here-document {delim!r} is not closed")
+                    j = text.find("\n", i)
+                    line = text[i:n if j < 0 else j]
+                    i = n if j < 0 else j + 1
+                    if (line.lstrip("\t") if strip else line) == delim:
+                        break
+            heredocs = []
+            toks.append(Tok("op", "\n", start, i))
+        elif text.startswith("<<", i) and not text.startswith("<<<", i):
+            start = i
+            i += 2
+            strip = text.startswith("-", i)
+            i += strip
+            while i < n and text[i] in " \t":
+                i += 1
+            end = _word_end(text, i)
+            delim = unquote(text[i:end], allow_dollar=True)
+            if not delim:
+                raise ShellSyntax("here-document without a delimiter")
+            heredocs.append((delim, strip))
+            toks.append(Tok("op", "<<", start, end))
+            i = end
+        else:
+            op = next((o for o in _OPS if text.startswith(o, i)), None)
+            if op:
+                toks.append(Tok("op", op, i, i + len(op)))
+                i += len(op)
+            else:
+                end = _word_end(text, i)
+                toks.append(Tok("word", text[i:end], i, end))
+                i = end
+    if heredocs:
+        raise ShellSyntax("here-document body missing")
+    return toks
+
+
+def _walk(toks: List[Tok]):
+    """Yield (token, at_command_position, nesting_depth_after)."""
+    depth, parens, cmdpos = 0, 0, True
+    for tok in toks:
+        here = cmdpos
+        if tok.kind == "op":
+            if tok.text == "(":
+                parens += 1
+            elif tok.text == ")":
+                # a ")" with no "(" open is a case pattern's end
+                parens = max(parens - 1, 0)
+            cmdpos = tok.text != "<<" or cmdpos
+        else:
+            if here and tok.text in _OPENERS:
+                depth += 1
+            elif here and tok.text in _CLOSERS:
+                depth = max(depth - 1, 0)
+            cmdpos = here and (tok.text in _RESTART or tok.text in _CLOSERS or bool(_ASSIGN.match(tok.text)))
+        yield tok, here, depth + parens
+
+
+def top_level_spans(text: str) -> List[Tuple[int, int]]:
+    """Character spans of the complete top-level commands of a script (one per line, unless a
+    command continues: a backslash, an open if/for/case/{...}, a here-document)."""
+    spans: List[Tuple[int, int]] = []
+    start: Optional[int] = None
+    for tok, _cmdpos, depth in _walk(scan(text)):
+        if tok.kind == "op" and tok.text == "\n":
+            if depth == 0 and start is not None:
+                spans.append((start, tok.start))
+                start = None
+            continue
+        if start is None:
+            start = tok.start
+    if start is not None:
+        spans.append((start, len(text)))
+    return spans
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One command of a flat list: its text as written and its pipeline's words (raw)."""
+
+    text: str
+    commands: Tuple[Tuple[str, ...], ...]
+
+
+def split_flat(text: str) -> Optional[List[Segment]]:
+    """Split `a && b; c | d` into its commands; None unless the text is a flat list (no
+    ||, &, subshells, compound commands, here-documents or newlines)."""
+    try:
+        walked = list(_walk(scan(text)))
+    except ShellSyntax:
+        return None
+    segments: List[Segment] = []
+    pipeline: List[List[str]] = [[]]
+    first: Optional[int] = None
+    last = 0
+
+    def close() -> None:
+        if first is not None:
+            segments.append(Segment(text[first:last], tuple(tuple(c) for c in pipeline)))
+
+    for tok, cmdpos, _depth in walked:
+        if tok.kind == "op":
+            if tok.text not in ("&&", ";", "|"):
+                return None
+            if tok.text == "|":
+                pipeline.append([])
+                continue
+            close()
+            pipeline, first = [[]], None
+            continue
+        if cmdpos and tok.text in _COMPOUND:
+            return None
+        first = tok.start if first is None else first
+        last = tok.end
+        pipeline[-1].append(tok.text)
+    close()
+    return segments
+
+
+def command_words(text: str) -> List[List[str]]:
+    """The words at the start of every command in the text (for summaries and checks)."""
+    try:
+        toks = scan(text)
+    except ShellSyntax:
+        return []
+    out: List[List[str]] = []
+    for tok, cmdpos, _depth in _walk(toks):
+        if tok.kind == "word":
+            if cmdpos and tok.text not in _RESTART:
+                out.append([tok.text])
+            elif out:
+                out[-1].append(tok.text)
+    return out
+
+
+def unquote(word: str, allow_dollar: bool = False) -> Optional[str]:
+    """The literal value of a shell word, or None if it depends on an expansion ($, `)."""
+    out: List[str] = []
+    i, quote = 0, None
+    while i < len(word):
+        c = word[i]
+        if quote == "'":
+            if c == "'":
+                quote = None
+            else:
+                out.append(c)
+        elif c == "\\":
+            nxt = word[i + 1:i + 2]
+            if quote == '"' and nxt not in ('"', "\\", "$", "`", "\n"):
+                out.append(c)
+            elif nxt != "\n":
+                out.append(nxt)
+            i += 2
+            continue
+        elif c in "$`" and not allow_dollar:
+            return None
+        elif c == '"':
+            quote = None if quote else '"'
+        elif c == "'" and quote is None:
+            quote = "'"
+        else:
+            out.append(c)
+        i += 1
+    return "".join(out)
+
+
+class Unresolved(ValueError):
+    """A $VARIABLE the importer cannot give a literal value."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+Lookup = Callable[[str], str]  # returns the value of a variable or raises Unresolved
+
+
+def docker_words(text: str, lookup: Lookup, split: bool = True, escape: str = "\\") -> List[str]:
+    """Dockerfile word processing (ENV, LABEL, COPY, ...): quotes and escapes removed,
+    $VAR / ${VAR} / ${VAR:-x} / ${VAR:+x} expanded; with split=False the unquoted spaces are
+    kept (the legacy `ENV KEY value with spaces` form)."""
+    words: List[str] = []
+    cur: List[str] = []
+    started = False
+    i, quote = 0, None
+    while i < len(text):
+        c = text[i]
+        if quote == "'":
+            if c == "'":
+                quote = None
+            else:
+                cur.append(c)
+            i += 1
+            continue
+        if c == escape and i + 1 < len(text):
+            nxt = text[i + 1]
+            if quote == '"' and nxt not in ('"', escape, "$"):
+                cur.append(c)
+            else:
+                cur.append(nxt)
+            i, started = i + 2, True
+            continue
+        if c == "$" and i + 1 < len(text):
+            value, i = _expand(text, i, lookup)
+            cur.append(value)
+            started = True
+            continue
+        if c in "'\"" and (quote is None or quote == c):
+            quote = None if quote else c
+            started = True
+        elif c in " \t\r\n" and quote is None and split:
+            if started or cur:
+                words.append("".join(cur))
+            cur, started = [], False
+        else:
+            cur.append(c)
+        i += 1
+    if quote:
+        raise ShellSyntax(f"unclosed {quote}")
+    if started or cur:
+        words.append("".join(cur))
+    return words
+
+
+def _expand(text: str, i: int, lookup: Lookup) -> Tuple[str, int]:
+    m = re.match(r"\$(?:([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)(?::([-+])([^}]*))?\})", text[i:])
+    if not m:
+        return "$", i + 1
+    name = m.group(1) or m.group(2)
+    op, word = m.group(3), m.group(4)
+    try:
+        value = lookup(name)
+    except Unresolved:
+        if op != "-":
+            raise
+        value = ""
+    if op == "-" and not value:
+        value = word
+    elif op == "+":
+        value = word if value else ""
+    return value, i + m.end()
+
+
+def shell_env_line(line: str, variables: Dict[str, str], lookup: Lookup) -> Optional[List[Tuple[str, str]]]:
+    """`export A=1 B="x y"` / `A=1` as (name, value) pairs; None if the line is anything else."""
+    try:
+        words = docker_words(line, lookup)
+    except ShellSyntax:
+        return None
+    if words and words[0] == "export":
+        words = words[1:]
+    pairs: List[Tuple[str, str]] = []
+    for word in words:
+        m = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", word, re.S)
+        if m:
+            pairs.append((m.group(1), m.group(2)))
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", word) and word in variables:
+            continue  # `export NAME` of a name set before: nothing new
+        else:
+            return None
+    return pairs or None
+
+
+def summarize(text: str) -> str:
+    """The command names of a text with their arguments elided (`echo … | chpasswd`): how a
+    line that holds a secret is shown without showing the secret."""
+    try:
+        walked = list(_walk(scan(text)))
+    except ShellSyntax:
+        return "…"
+    out: List[str] = []
+    for tok, cmdpos, _depth in walked:
+        if tok.kind == "op":
+            out.append("; " if tok.text in ("\n", "<<") else f" {tok.text} ")
+        elif cmdpos:
+            name = unquote(tok.text)
+            shown = name if name and not _ASSIGN.match(name) else "…"
+            out.append(("" if not out or out[-1].endswith(" ") else " ") + shown)
+        elif not out or not out[-1].endswith("…"):
+            out.append(" …")
+    return re.sub(r"\s+", " ", "".join(out)).strip(" ;") or "…"
+
+
+def one_line(text: str, limit: int = 120) -> str:
+    """A recipe line as shown in messages and comments: one line, at most `limit` characters."""
+    flat = re.sub(r"\s+", " ", text.replace("\\\n", " ")).strip()
+    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
