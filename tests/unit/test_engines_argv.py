@@ -1,0 +1,61 @@
+"""run_argv is pure: the difference between the engines' command lines is tested without them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stardock_hpc.engines import ApptainerEngine, get_engine
+from stardock_hpc.engines.apptainer import RUNSCRIPT
+from stardock_hpc.engines.base import ImageRef, Mount, RunOptions
+from stardock_hpc.engines.podman import PodmanEngine
+from stardock_hpc.errors import UsageError
+
+MOUNTS = [Mount(Path("/srv/archive/m51"), "/data/archive/m51", readonly=True),
+          Mount(Path("/scratch/u/job 1"), "/data/output", readonly=False)]
+ENV = {"A": "it's $(id) `x`\nnext", "B": ""}
+
+
+def test_podman_run_is_rootless_daemonless_and_isolated():
+    argv = PodmanEngine().run_argv(ImageRef("podman", "localhost/stardock/x:k"), ["python3", "run.py"],
+                                   MOUNTS, ENV, "/data/output", RunOptions(uid=1001, gid=1001))
+    assert argv[:3] == ["podman", "run", "--rm"]
+    assert "--pull=never" in argv and "--network=none" in argv and "--userns=keep-id" in argv
+    assert "--user=1001:1001" in argv and "--init" in argv
+    assert ["--mount", "type=bind,src=/srv/archive/m51,dst=/data/archive/m51,ro"] == argv[argv.index("--mount"):][:2]
+    assert "type=bind,src=/scratch/u/job 1,dst=/data/output" in argv
+    assert ["--env", "A=it's $(id) `x`\nnext"] == argv[argv.index("--env"):][:2]
+    assert argv[-3:] == ["localhost/stardock/x:k", "python3", "run.py"]
+
+
+def test_podman_network_follows_policy():
+    argv = PodmanEngine().run_argv(ImageRef("podman", "i"), ["true"], [], {}, None, RunOptions(network=True))
+    assert "--network=slirp4netns" in argv and "--network=none" not in argv
+
+
+def test_apptainer_passes_env_through_env1_not_its_shell():
+    argv = ApptainerEngine().run_argv(ImageRef("apptainer", "/c/x.sif"), ["python3", "run.py"],
+                                      MOUNTS, ENV, "/data/output", RunOptions())
+    assert argv[:3] == ["apptainer", "--silent", "exec"]
+    assert "--cleanenv" in argv and "--contain" in argv and "--no-home" in argv
+    assert ["--net", "--network=none"] == argv[argv.index("--net"):][:2]
+    assert "type=bind,source=/srv/archive/m51,destination=/data/archive/m51,ro" in argv
+    assert "type=bind,source=/scratch/u/job 1,destination=/data/output" in argv
+    assert not any(a.startswith("APPTAINERENV_") for a in argv)
+    tail = argv[argv.index("/c/x.sif"):]
+    assert tail == ["/c/x.sif", "/usr/bin/env", "A=it's $(id) `x`\nnext", "B=", "python3", "run.py"]
+
+
+def test_apptainer_default_command_is_the_runscript():
+    argv = ApptainerEngine().run_argv(ImageRef("apptainer", "/c/x.sif"), [], [], {}, None, RunOptions())
+    assert argv[-2:] == ["/usr/bin/env", RUNSCRIPT]
+
+
+def test_apptainer_command_with_equals_sign_is_not_taken_for_a_variable():
+    argv = ApptainerEngine().run_argv(ImageRef("apptainer", "/c/x.sif"), ["a=b", "x"], [], {}, None, RunOptions())
+    assert argv[argv.index("/usr/bin/env") + 1:] == ["/bin/sh", "-c", 'exec "$@"', "sh", "a=b", "x"]
+
+
+def test_unknown_engine_is_a_usage_error():
+    with pytest.raises(UsageError, match="engines: podman, apptainer"):
+        get_engine("docker")
