@@ -62,7 +62,8 @@ def test_unknown_key_suggests_the_close_one_and_names_file_line_and_allowed(tmp_
 
 
 def test_apps_and_bases_are_checked_when_known(tmp_path):
-    with pytest.raises(UsageError, match=r"apps\[1\]: 'swrap' is not one of: astropy, swarp \(did you mean 'swarp'\?\)"):
+    expected = r"apps\[1\]: 'swrap' is not one of: astropy, swarp \(did you mean 'swarp'\?\)"
+    with pytest.raises(UsageError, match=expected):
         spec(tmp_path, "name: a\napps: [astropy, swrap]\n", apps=["swarp", "astropy"])
     with pytest.raises(UsageError, match=r"base: 'debian:sid' is not one of: debian:bookworm"):
         spec(tmp_path, "name: a\nbase: debian:sid\n", bases=["debian:bookworm"])
