@@ -1,6 +1,6 @@
 """Reading shell text for `stardock import`: a small scanner that finds the top-level commands of
-a script (quotes, $(...), compound commands and here-documents respected), splits a flat command
-list at `&&` / `;`, and expands Dockerfile-style words (quotes, escapes, $VAR).
+a script (quotes, $(...), compound commands and here-documents respected) and splits a flat
+command list at `&&` / `;`.
 
 It is not a shell: it only has to tell where commands begin and end, so that package installs
 can be lifted out and everything else kept exactly as written.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 
 class ShellSyntax(ValueError):
@@ -178,7 +178,9 @@ def top_level_spans(text: str) -> List[Tuple[int, int]]:
     for tok, _cmdpos, depth in _walk(scan(text)):
         if tok.kind == "op" and tok.text == "\n":
             if depth == 0 and start is not None:
-                spans.append((start, tok.start))
+                # the token also covers the here-document bodies that follow the line
+                end = tok.start if tok.end == tok.start + 1 else tok.end - (text[tok.end - 1] == "\n")
+                spans.append((start, end))
                 start = None
             continue
         if start is None:
@@ -278,103 +280,6 @@ def unquote(word: str, allow_dollar: bool = False) -> Optional[str]:
     return "".join(out)
 
 
-class Unresolved(ValueError):
-    """A $VARIABLE the importer cannot give a literal value."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.name = name
-
-
-Lookup = Callable[[str], str]  # returns the value of a variable or raises Unresolved
-
-
-def docker_words(text: str, lookup: Lookup, split: bool = True, escape: str = "\\") -> List[str]:
-    """Dockerfile word processing (ENV, LABEL, COPY, ...): quotes and escapes removed,
-    $VAR / ${VAR} / ${VAR:-x} / ${VAR:+x} expanded; with split=False the unquoted spaces are
-    kept (the legacy `ENV KEY value with spaces` form)."""
-    words: List[str] = []
-    cur: List[str] = []
-    started = False
-    i, quote = 0, None
-    while i < len(text):
-        c = text[i]
-        if quote == "'":
-            if c == "'":
-                quote = None
-            else:
-                cur.append(c)
-            i += 1
-            continue
-        if c == escape and i + 1 < len(text):
-            nxt = text[i + 1]
-            if quote == '"' and nxt not in ('"', escape, "$"):
-                cur.append(c)
-            else:
-                cur.append(nxt)
-            i, started = i + 2, True
-            continue
-        if c == "$" and i + 1 < len(text):
-            value, i = _expand(text, i, lookup)
-            cur.append(value)
-            started = True
-            continue
-        if c in "'\"" and (quote is None or quote == c):
-            quote = None if quote else c
-            started = True
-        elif c in " \t\r\n" and quote is None and split:
-            if started or cur:
-                words.append("".join(cur))
-            cur, started = [], False
-        else:
-            cur.append(c)
-        i += 1
-    if quote:
-        raise ShellSyntax(f"unclosed {quote}")
-    if started or cur:
-        words.append("".join(cur))
-    return words
-
-
-def _expand(text: str, i: int, lookup: Lookup) -> Tuple[str, int]:
-    m = re.match(r"\$(?:([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)(?::([-+])([^}]*))?\})", text[i:])
-    if not m:
-        return "$", i + 1
-    name = m.group(1) or m.group(2)
-    op, word = m.group(3), m.group(4)
-    try:
-        value = lookup(name)
-    except Unresolved:
-        if op != "-":
-            raise
-        value = ""
-    if op == "-" and not value:
-        value = word
-    elif op == "+":
-        value = word if value else ""
-    return value, i + m.end()
-
-
-def shell_env_line(line: str, variables: Dict[str, str], lookup: Lookup) -> Optional[List[Tuple[str, str]]]:
-    """`export A=1 B="x y"` / `A=1` as (name, value) pairs; None if the line is anything else."""
-    try:
-        words = docker_words(line, lookup)
-    except ShellSyntax:
-        return None
-    if words and words[0] == "export":
-        words = words[1:]
-    pairs: List[Tuple[str, str]] = []
-    for word in words:
-        m = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", word, re.S)
-        if m:
-            pairs.append((m.group(1), m.group(2)))
-        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", word) and word in variables:
-            continue  # `export NAME` of a name set before: nothing new
-        else:
-            return None
-    return pairs or None
-
-
 def summarize(text: str) -> str:
     """The command names of a text with their arguments elided (`echo … | chpasswd`): how a
     line that holds a secret is shown without showing the secret."""
@@ -399,3 +304,44 @@ def one_line(text: str, limit: int = 120) -> str:
     """A recipe line as shown in messages and comments: one line, at most `limit` characters."""
     flat = re.sub(r"\s+", " ", text.replace("\\\n", " ")).strip()
     return flat if len(flat) <= limit else flat[:limit - 1] + "…"
+
+
+def script_commands(lines: List[str]) -> List[Tuple[str, List[str], int]]:
+    """The top-level commands of a script given as lines: (text with continuations joined,
+    the lines as written, index of its first line). A script the scanner cannot follow is
+    one command per line."""
+    text = "\n".join(lines)
+    try:
+        spans = top_level_spans(text)
+    except ShellSyntax:
+        return [(line, [line], i) for i, line in enumerate(lines) if line.strip()]
+    out = []
+    for start, end in spans:
+        first = text.count("\n", 0, start)
+        last = text.count("\n", 0, end)
+        written = lines[first:last + 1]
+        out.append((re.sub(r"\\\n[ \t]*", " ", text[start:end]), written, first))
+    return out
+
+
+def dedent_script(lines: List[str]) -> List[str]:
+    """Remove the indentation common to a script's lines, except inside here-documents, whose
+    text (and terminator) must stay exactly as written."""
+    text = "\n".join(lines)
+    try:
+        toks = scan(text)
+    except ShellSyntax:
+        return list(lines)
+    verbatim = set()
+    for tok in toks:
+        if tok.text == "\n" and tok.end > tok.start + 1:
+            first = text.count("\n", 0, tok.start) + 1
+            verbatim.update(range(first, text.count("\n", 0, tok.end - 1) + 1))
+    indents = [re.match(r"[ \t]*", line).group(0) for i, line in enumerate(lines)
+               if line.strip() and not line.lstrip().startswith("#") and i not in verbatim]
+    prefix = indents[0] if indents else ""
+    for indent in indents[1:]:
+        while not indent.startswith(prefix):
+            prefix = prefix[:-1]
+    return [line if i in verbatim else line[len(prefix):] if line.startswith(prefix) else line.lstrip()
+            for i, line in enumerate(lines)]
