@@ -1,7 +1,7 @@
 """The base image debian:bookworm, made locally (no registry reachable) and cached as archives.
 
-debootstrap (minbase) makes a root filesystem once; the test user's rootless Podman imports it
-and saves an OCI archive, which Podman loads (`podman load`) and Apptainer bootstraps from
+debootstrap (minbase) makes a root filesystem once; the test user's rootless Podman builds an
+image from it and saves an OCI archive, which Podman loads (`podman load`) and Apptainer bootstraps from
 (`Bootstrap: oci-archive`). Both files live under $STATE/images and are reused by every `up`.
 """
 from __future__ import annotations
@@ -42,16 +42,31 @@ def make_rootfs() -> bool:
     return True
 
 
+# How the OCI archive is made; a different recipe remakes it on the next `up`.
+# `podman import` gives an image whose history defeats Podman's layer cache for every image
+# built on it, so the archive is built FROM scratch with ADD instead.
+RECIPE = "from-scratch-add/1"
+CONTAINERFILE = """\
+FROM scratch
+ADD rootfs.tar.zst /
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+CMD ["/bin/bash"]
+"""
+
+
 def make_oci_archive() -> bool:
-    if OCI_ARCHIVE.exists():
+    stamp = OCI_ARCHIVE.with_name(OCI_ARCHIVE.name + ".recipe")
+    if OCI_ARCHIVE.exists() and stamp.exists() and stamp.read_text().strip() == RECIPE:
         return False
-    say(f"importing the root filesystem with rootless podman as {TEST_USER} and saving {OCI_ARCHIVE.name}")
+    say(f"building {IMAGE_NAME} from the root filesystem with rootless podman as {TEST_USER}")
     with tempfile.TemporaryDirectory(prefix="oci-", dir=IMAGES) as tmp:
-        shutil.chown(tmp, user=TEST_USER)
-        out = Path(tmp) / "base.oci.tar"
-        changes = ["--change", 'CMD ["/bin/bash"]',
-                   "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
-        run(["podman", "import", *changes, ROOTFS_ARCHIVE, IMAGE_NAME], user=TEST_USER, capture=True)
+        work = Path(tmp)
+        shutil.copyfile(ROOTFS_ARCHIVE, work / "rootfs.tar.zst")
+        (work / "Containerfile").write_text(CONTAINERFILE)
+        for p in (work, work / "rootfs.tar.zst", work / "Containerfile"):
+            shutil.chown(p, user=TEST_USER)
+        out = work / "base.oci.tar"
+        run(["podman", "build", "--pull=never", "--tag", IMAGE_NAME, work], user=TEST_USER, capture=True)
         run(["podman", "save", "--format", "oci-archive", "-o", out, IMAGE_NAME],
             user=TEST_USER, capture=True)
         if not out.exists():
@@ -59,6 +74,7 @@ def make_oci_archive() -> bool:
         shutil.chown(out, user="root", group="root")
         os.chmod(out, 0o644)
         os.replace(out, OCI_ARCHIVE)
+    stamp.write_text(RECIPE + "\n")
     return True
 
 

@@ -1,0 +1,128 @@
+"""`stardock build`: render, key, and build only when the shared cache has no trusted entry."""
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+from stardock_hpc import __version__, proc
+from stardock_hpc.cache import Cache, Entry
+from stardock_hpc.cachekey import base_digest, cache_key
+from stardock_hpc.catalog import Catalog
+from stardock_hpc.context import APPTAINER_DEF, CONTAINERFILE, write_context
+from stardock_hpc.engines import Engine
+from stardock_hpc.engines.base import RunOptions
+from stardock_hpc.errors import ExternalError
+from stardock_hpc.inputs import plan_for
+from stardock_hpc.plan import BuildPlan
+from stardock_hpc.render import render_apptainer, render_containerfile
+from stardock_hpc.site import Site
+
+DEFINITIONS = {"podman": (CONTAINERFILE, render_containerfile), "apptainer": (APPTAINER_DEF, render_apptainer)}
+# What the image really holds, recorded in the entry's metadata.
+VERSIONS_SCRIPT = (
+    "dpkg-query -W -f='apt ${Package}=${Version}\\n' 2>/dev/null; "
+    "if [ -x /opt/stardock/venv/bin/python ]; then "
+    "/opt/stardock/venv/bin/python -m pip freeze --disable-pip-version-check 2>/dev/null | sed 's/^/pip /'; fi"
+)
+
+
+@dataclass
+class BuildResult:
+    entry: Entry
+    built: bool          # False: a cache hit
+    seconds: float
+    plan: BuildPlan
+
+
+def image_tag(plan: BuildPlan, key: str) -> str:
+    return f"localhost/stardock/{plan.name}:{key[:16]}"
+
+
+def key_for(plan: BuildPlan, engine: Engine) -> str:
+    _filename, render = DEFINITIONS[engine.name]
+    return cache_key(plan, engine.name, render(plan))
+
+
+def resolved_versions(engine: Engine, artifact: Path, tag: str) -> Dict[str, Dict[str, str]]:
+    image = engine.image_for(artifact, tag)
+    argv = engine.run_argv(image, ["/bin/sh", "-c", VERSIONS_SCRIPT], [], {}, None, RunOptions())
+    out = proc.run(argv, check=False, timeout=300)
+    versions: Dict[str, Dict[str, str]] = {"apt": {}, "pip": {}}
+    for line in out.stdout.splitlines():
+        kind, _, item = line.partition(" ")
+        name, sep, version = item.partition("==" if kind == "pip" else "=")
+        if kind in versions and sep:
+            versions[kind][name] = version
+    return versions
+
+
+def build(spec: Path, site: Site, catalog: Catalog, engine: Engine,
+          on_line: Optional[Callable[[str], None]] = None) -> BuildResult:
+    started = time.monotonic()
+    env, plan = plan_for(spec, site, catalog)
+    key = key_for(plan, engine)
+    cache = Cache(site.cache, site.trusted_builders)
+    hit = cache.lookup(key)
+    if hit is None:
+        reason = engine.available()
+        if reason:
+            raise ExternalError(f"cannot build with {engine.name}: {reason}",
+                                hint="choose another engine with --engine, or see `stardock site check`")
+        cache.ensure_layout()
+        with cache.lock(key):
+            hit = cache.lookup(key)  # built by somebody else while we waited for the lock
+            if hit is None:
+                entry = _build_entry(plan, key, cache, engine, on_line)
+                cache.touch_used(entry)
+                return BuildResult(entry, True, time.monotonic() - started, plan)
+    cache.touch_used(hit)
+    return BuildResult(hit, False, time.monotonic() - started, plan)
+
+
+def _build_entry(plan: BuildPlan, key: str, cache: Cache, engine: Engine,
+                 on_line: Optional[Callable[[str], None]]) -> Entry:
+    filename, _render = DEFINITIONS[engine.name]
+    tag = image_tag(plan, key)
+    with cache.staging(key) as stage:
+        context = write_context(plan, stage / "context")
+        engine.prepare_base(plan.base, on_line)
+        t0 = time.monotonic()
+        artifact = engine.build(context, tag, stage, on_line)
+        build_seconds = time.monotonic() - t0
+        os.replace(context / filename, stage / filename)
+        os.replace(context / ".stardock" / "spec.yaml", stage / "spec.yaml")
+        meta = {
+            "key": key,
+            "engine": engine.name,
+            "name": plan.name,
+            "artifact": artifact.name,
+            "definition": filename,
+            "spec": "spec.yaml",
+            "spec_sha256": plan.spec_digest,
+            "base": plan.base.name,
+            "base_digest": base_digest(plan.base),
+            "apps": [a.name for a in plan.apps],
+            "versions": resolved_versions(engine, artifact, tag),
+            "builder": getpass.getuser(),
+            "builder_uid": os.getuid(),
+            "host": socket.gethostname(),
+            "created": time.time(),
+            "build_seconds": round(build_seconds, 2),
+            "stardock_version": __version__,
+            "image_tag": tag if engine.name == "podman" else None,
+        }
+        return cache.publish(stage, key, meta, keep=[artifact.name, filename, "spec.yaml"])
+
+
+def entry_summary(entry: Entry, cache: Cache) -> Dict:
+    m = entry.meta
+    return {"key": entry.key, "name": m.get("name"), "engine": m.get("engine"), "builder": entry.owner_name,
+            "trusted": cache.trusted(entry.owner), "created": m.get("created"), "size": m.get("size"),
+            "last_used": cache.last_used(entry), "artifact": str(entry.artifact), "path": str(entry.path),
+            "apps": m.get("apps", []), "base": m.get("base")}
+

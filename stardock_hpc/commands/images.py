@@ -1,0 +1,160 @@
+"""`stardock build` and `stardock images [list|inspect|prune]`."""
+from __future__ import annotations
+
+import datetime
+import re
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from stardock_hpc.builder import build as build_image
+from stardock_hpc.builder import entry_summary
+from stardock_hpc.cache import Cache
+from stardock_hpc.commands.options import common_options, echo_json, state
+from stardock_hpc.engines import ENGINES, get_engine
+from stardock_hpc.errors import UsageError
+from stardock_hpc.inputs import site_and_catalog
+from stardock_hpc.prune import DAY, plan_prune, sweep_tmp
+from stardock_hpc.site import load_site
+
+SIZE_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)i?B?", re.IGNORECASE)
+
+
+def engine_option(f):
+    return click.option("--engine", type=click.Choice(sorted(ENGINES)),
+                        help="Container engine (default: the site's).")(f)
+
+
+def chosen_engine(name: Optional[str], site) -> tuple:
+    """The engine and where the choice came from (reported with --debug and in JSON)."""
+    if name:
+        return get_engine(name), "--engine option"
+    return get_engine(site.engine), f"site config ({site.source})"
+
+
+def human_size(n: Optional[int]) -> str:
+    size = float(n or 0)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+@click.command()
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@engine_option
+@click.option("--quiet", "-q", is_flag=True, help="Print only the key and the artifact path.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object, nothing else.")
+@common_options
+def build(spec: Path, engine: Optional[str], quiet: bool, as_json: bool) -> None:
+    """Build SPEC unless the shared cache already has it; print its key and artifact."""
+    site, catalog = site_and_catalog(state().site)
+    eng, source = chosen_engine(engine, site)
+    stream = not (quiet or as_json)
+    if stream:
+        click.echo(f"stardock: engine {eng.name} (from {source})", err=True)
+
+    def on_line(line: str) -> None:
+        if stream:
+            click.echo(f"  | {line}", err=True)
+
+    result = build_image(spec, site, catalog, eng, on_line)
+    entry = result.entry
+    if as_json:
+        echo_json({"key": entry.key, "artifact": str(entry.artifact), "engine": eng.name,
+                   "engine_source": source, "built": result.built, "seconds": round(result.seconds, 3),
+                   "builder": entry.owner_name, "name": result.plan.name})
+        return
+    if stream:
+        what = f"built in {result.seconds:.1f}s" if result.built else \
+            f"cached (built by {entry.owner_name}), nothing to build"
+        click.echo(f"stardock: {result.plan.name}: {what}", err=True)
+    click.echo(f"{entry.key}\n{entry.artifact}" if quiet else f"key: {entry.key}\nartifact: {entry.artifact}")
+
+
+@click.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True)
+@common_options
+@click.pass_context
+def images(ctx: click.Context, as_json: bool) -> None:
+    """List the shared cache's images (or inspect / prune them)."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(list_images, as_json=as_json)
+
+
+def _cache() -> Cache:
+    site = load_site(state().site)
+    return Cache(site.cache, site.trusted_builders)
+
+
+@images.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@common_options
+def list_images(as_json: bool) -> None:
+    """One line per cached image."""
+    cache = _cache()
+    rows = [entry_summary(e, cache) for e in cache.entries()]
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo(f"no images in {cache.root}")
+        return
+    click.echo(f"{'KEY':<14}{'NAME':<24}{'ENGINE':<11}{'BUILDER':<12}{'SIZE':>10}  CREATED")
+    for r in rows:
+        created = datetime.datetime.fromtimestamp(r["created"] or 0).strftime("%Y-%m-%d %H:%M")
+        mark = "" if r["trusted"] else "  (not trusted: not used)"
+        click.echo(f"{r['key'][:12]:<14}{(r['name'] or '?')[:23]:<24}{r['engine']:<11}"
+                   f"{r['builder'][:11]:<12}{human_size(r['size']):>10}  {created}{mark}")
+
+
+@images.command()
+@click.argument("key")
+@common_options
+def inspect(key: str) -> None:
+    """Everything recorded about one image (KEY may be a unique prefix)."""
+    cache = _cache()
+    entry = cache.find(key)
+    echo_json({**entry.meta, "path": str(entry.path), "owner": entry.owner_name,
+               "trusted": cache.trusted(entry.owner), "verified": cache.verify(entry),
+               "last_used": cache.last_used(entry), "jobs": cache.users_of(entry)})
+
+
+def parse_size(text: str) -> int:
+    m = SIZE_RE.fullmatch(text.strip())
+    if not m:
+        raise UsageError(f"--max-size: {text!r} is not a size; write e.g. 500M or 20G")
+    return int(float(m.group(1)) * 1024 ** " KMGT".index((m.group(2) or " ").upper()))
+
+
+@images.command()
+@click.option("--older-than", type=float, metavar="DAYS", help="Remove images built more than DAYS ago.")
+@click.option("--unused-for", type=float, metavar="DAYS", help="Remove images nobody used for DAYS.")
+@click.option("--max-size", metavar="SIZE", help="Remove least recently used images until the cache fits.")
+@click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
+@common_options
+def prune(older_than: Optional[float], unused_for: Optional[float], max_size: Optional[str], dry_run: bool) -> None:
+    """Remove your images (root: anybody's) by age, disuse or a size budget. Images that queued
+    or running jobs will run are always kept."""
+    if older_than is None and unused_for is None and max_size is None:
+        raise UsageError("say what to prune: --older-than DAYS, --unused-for DAYS or --max-size SIZE")
+    cache = _cache()
+    decisions = plan_prune(cache, older_than=None if older_than is None else older_than * DAY,
+                           unused_for=None if unused_for is None else unused_for * DAY,
+                           max_bytes=None if max_size is None else parse_size(max_size))
+    for d in decisions:
+        click.echo(f"{'would remove' if dry_run else 'removing'} {d.entry.key[:12]} {d.entry.meta.get('name')} "
+                   f"({human_size(d.entry.meta.get('size'))}): {d.reason}")
+        if not dry_run:
+            cache.remove(d.entry)
+    if not dry_run:
+        swept = sweep_tmp(cache)
+        if swept:
+            click.echo(f"removed {swept} leftover(s) of interrupted builds")
+    if not decisions:
+        click.echo("nothing to prune")
+
+
+COMMANDS = [build, images]

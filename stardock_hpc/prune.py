@@ -1,0 +1,100 @@
+"""`stardock images prune`: free cache space without breaking a queued or running job."""
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, List, Optional, Set
+
+from stardock_hpc import proc
+from stardock_hpc.cache import Cache, Entry, remove_tree
+
+DAY = 86400.0
+ACTIVE_STATES = "PD,R,CG,S,CF,RQ,RS,RH,RF,SI,SO,ST"
+
+
+@dataclass
+class Decision:
+    entry: Entry
+    reason: str
+
+
+def active_jobs(job_ids: Iterable[str]) -> Optional[Set[str]]:
+    """Which of these Slurm jobs are queued or running; None when Slurm cannot tell us."""
+    ids = sorted({j.split("_")[0] for j in job_ids})
+    if not ids:
+        return set()
+    out = proc.run(["squeue", "-h", "-o", "%A %i", "-t", ACTIVE_STATES, "-j", ",".join(ids)], check=False)
+    if not out.ok and "Invalid job id" not in out.stderr:
+        return None
+    found: Set[str] = set()
+    for line in out.stdout.split("\n"):
+        found.update(line.split())
+    return found
+
+
+def plan_prune(cache: Cache, *, older_than: Optional[float] = None, unused_for: Optional[float] = None,
+               max_bytes: Optional[int] = None, now: Optional[float] = None,
+               jobs: Callable[[Iterable[str]], Optional[Set[str]]] = active_jobs) -> List[Decision]:
+    now = time.time() if now is None else now
+    entries = cache.entries()
+    mine = [e for e in entries if cache.uid in (0, e.owner)]
+    protected = set()
+    for entry in mine:
+        users = cache.users_of(entry)
+        if users:
+            live = jobs(users)
+            if live is None or any(u.split("_")[0] in live for u in users):
+                protected.add(entry.name)  # never prune what a job will run (or might: Slurm unreachable)
+    chosen: List[Decision] = []
+    for entry in mine:
+        if entry.name in protected:
+            continue
+        age = now - entry.meta.get("created", now)
+        idle = now - cache.last_used(entry)
+        if older_than is not None and age > older_than:
+            chosen.append(Decision(entry, f"built {age / DAY:.1f} days ago"))
+        elif unused_for is not None and idle > unused_for:
+            chosen.append(Decision(entry, f"unused for {idle / DAY:.1f} days"))
+    if max_bytes is not None:
+        total = sum(e.meta.get("size", 0) for e in entries) - sum(d.entry.meta.get("size", 0) for d in chosen)
+        picked = {d.entry.name for d in chosen}
+        for entry in sorted(mine, key=cache.last_used):
+            if total <= max_bytes:
+                break
+            if entry.name in protected or entry.name in picked:
+                continue
+            chosen.append(Decision(entry, "over the size budget (least recently used)"))
+            total -= entry.meta.get("size", 0)
+    return chosen
+
+
+def sweep_tmp(cache: Cache, older_than: float = DAY, now: Optional[float] = None) -> int:
+    """Leftovers of killed builds whose key nobody is building now."""
+    now = time.time() if now is None else now
+    removed = 0
+    for path in cache.dir("tmp").glob("*"):
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            continue
+        if st.st_uid != cache.uid and cache.uid != 0 or now - st.st_mtime < older_than:
+            continue
+        key = path.name.split("-u", 1)[0]
+        lock = cache.dir("locks") / f"{key}.lock"
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except FileNotFoundError:
+            fd = None
+        try:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            remove_tree(path)
+            removed += 1
+        except BlockingIOError:
+            pass  # a build of that key is running
+        finally:
+            if fd is not None:
+                os.close(fd)
+    return removed
