@@ -22,6 +22,7 @@ import grp
 import json
 import os
 import pwd
+import re
 import shutil
 import stat
 import tempfile
@@ -147,7 +148,8 @@ class Cache:
         for path in sorted(root.glob(f"{key}-u*")) if root.is_dir() else []:
             entry = self._load(path)
             # the name claims a builder; the directory's real owner is what counts
-            if entry and entry.key == key and path.name == f"{key}-u{entry.owner}" and self.trusted(entry.owner):
+            if entry and entry.key == key and re.fullmatch(rf"{key}-u{entry.owner}(?:\.[0-9]+)?", path.name) \
+                    and self.trusted(entry.owner):
                 out.append(entry)
         return sorted(out, key=lambda e: e.owner != self.uid)
 
@@ -214,9 +216,21 @@ class Cache:
         for path in self.dir("tmp").glob(f"{key}-u{self.uid}.*"):
             remove_tree(path)
 
+    def _target(self, key: str) -> Path:
+        """entries/<key>-u<uid>; if another user squats that name (they can make the directory,
+        never own it as us), a numbered variant."""
+        for n in range(100):
+            target = self.dir("entries") / (f"{key}-u{self.uid}" + (f".{n}" if n else ""))
+            try:
+                if target.lstat().st_uid == self.uid:
+                    return target
+            except FileNotFoundError:
+                return target
+        raise CacheError(f"cannot find a free entry name for {key} in {self.dir('entries')}")
+
     def publish(self, staged: Path, key: str, meta: Dict, keep: List[str]) -> Entry:
         """Make staged/<keep...> the entry for key: read-only, then one atomic rename."""
-        target = self.dir("entries") / f"{key}-u{self.uid}"
+        target = self._target(key)
         for child in staged.iterdir():
             if child.name not in keep:
                 remove_tree(child)
@@ -277,7 +291,11 @@ class Cache:
         if entry.owner != self.uid and self.uid != 0:
             raise CacheError(f"{entry.name} belongs to {entry.owner_name}; only they (or root) can remove it")
         aside = self.dir("tmp") / f"{entry.name}.removing.{os.getpid()}.{time.monotonic_ns()}"
-        os.rename(entry.path, aside)
+        try:
+            os.chmod(entry.path, 0o755)  # moving a directory needs it writable
+            os.rename(entry.path, aside)
+        except OSError as exc:
+            raise CacheError(f"cannot remove {entry.path}: {exc.strerror}") from None
         remove_tree(aside)
 
 

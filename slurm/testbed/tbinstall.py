@@ -22,7 +22,7 @@ APT_PACKAGES = [
     # Apptainer's runtime dependencies from bookworm
     "squashfs-tools", "squashfuse", "fuse2fs", "containernetworking-plugins", "patchelf",
     # base images and the test user's Python
-    "debootstrap", "zstd", "python3-venv", "python3-pip", "ca-certificates",
+    "debootstrap", "zstd", "python3-venv", "python3-pip", "ca-certificates", "sudo",
 ]
 
 APPTAINER_GLIBC = Path("/opt/stardock-testbed-glibc")  # sid's glibc, for apptainer only

@@ -39,6 +39,8 @@ ca_certificates:
 policy:
   network: false
   custom_build: true
+trusted_builders:
+  groups: [astro]
 """
 
 

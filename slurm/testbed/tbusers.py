@@ -1,6 +1,7 @@
 """Unprivileged users, their rootless Podman configuration, and device permissions."""
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import stat
@@ -9,6 +10,12 @@ from pathlib import Path
 from tbcommon import OTHER_USER, REST_USER, TEST_USER, TestbedError, run, runtime_dir, say, write_if_changed
 
 SCIENTISTS = (TEST_USER, OTHER_USER)
+GROUP = "astro"  # both scientists; the testbed site trusts images its members build
+# The tests act as the second scientist too (shared-cache and trust tests): the test user may
+# run commands as that user, and only as that user.
+SUDOERS = Path("/etc/sudoers.d/stardock-testbed")
+SUDOERS_TEXT = f"# stardock-hpc testbed: the test user may act as the second test user\n" \
+               f"{TEST_USER} ALL=({OTHER_USER}) NOPASSWD: ALL\n"
 
 # Podman 4.3's default runtime crun refuses hybrid cgroup v1; runc works. Without systemd there
 # is no journald or systemd cgroup manager. Native overlay is far faster than the vfs default.
@@ -101,6 +108,20 @@ def ensure_devices() -> bool:
     return changed
 
 
+def ensure_group(name: str, members) -> bool:
+    changed = False
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        run(["groupadd", name])
+        changed = True
+    for user in members:
+        if user not in grp.getgrnam(name).gr_mem:
+            run(["usermod", "-a", "-G", name, user])
+            changed = True
+    return changed
+
+
 def up() -> bool:
     changed = ensure_devices()
     changed |= ensure_user(REST_USER, system=True)
@@ -109,4 +130,6 @@ def up() -> bool:
         changed |= ensure_subids(name)
         changed |= ensure_runtime_dir(name)
         changed |= ensure_podman_config(name)
+    changed |= ensure_group(GROUP, SCIENTISTS)
+    changed |= write_if_changed(SUDOERS, SUDOERS_TEXT, mode=0o440)
     return changed

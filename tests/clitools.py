@@ -1,0 +1,65 @@
+"""Run the stardock command as the test user or as the second test user (through sudo)."""
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Dict, Optional
+
+OTHER = os.environ.get("STARDOCK_OTHER_USER", "stardock2")
+PASS_THROUGH = ("PATH", "LANG", "SLURM_CONF", "STARDOCK_SITE_CONFIG", "STARDOCK_TESTBED",
+                "STARDOCK_REST_URL", "STARDOCK_BASE_ARCHIVE")
+
+
+def user_env(user: Optional[str]) -> Dict[str, str]:
+    env = {k: os.environ[k] for k in PASS_THROUGH if k in os.environ}
+    pw = pwd.getpwnam(user) if user else pwd.getpwuid(os.getuid())
+    env.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name,
+               XDG_RUNTIME_DIR=f"/run/user/{pw.pw_uid}")
+    return env
+
+
+def stardock_argv(*args: str, user: Optional[str] = None, env: Optional[Dict[str, str]] = None) -> list:
+    full = {**user_env(user), **(env or {})}
+    base = [sys.executable, "-m", "stardock_hpc", *args]
+    if user is None:
+        return base
+    return ["sudo", "-n", "-u", user, "--", "env", "-i", *(f"{k}={v}" for k, v in full.items()), *base]
+
+
+def stardock(*args: str, user: Optional[str] = None, env: Optional[Dict[str, str]] = None,
+             cwd: Optional[Path] = None, timeout: float = 1800) -> subprocess.CompletedProcess:
+    full = {**user_env(user), **(env or {})}
+    return subprocess.run(stardock_argv(*args, user=user, env=env), capture_output=True, text=True,
+                          env=full if user is None else None, cwd=cwd or "/tmp", timeout=timeout)
+
+
+def stardock_json(*args: str, **kw) -> dict:
+    proc = stardock(*args, "--json", **kw)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def shared_dir(prefix: str = "stardock-test-") -> Path:
+    """A directory both test users can read (pytest's tmp_path is private to the test user)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path.chmod(0o755)
+    return path
+
+
+def write_spec(directory: Path, text: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    spec = directory / "stardock.yaml"
+    spec.write_text(text)
+    for p in [directory, *directory.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return spec
+
+
+def remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
