@@ -112,8 +112,9 @@ def list_images(as_json: bool) -> None:
 
 @images.command()
 @click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help="Accepted for symmetry: the output is always JSON.")
 @common_options
-def inspect(key: str) -> None:
+def inspect(key: str, as_json: bool) -> None:
     """Everything recorded about one image (KEY may be a unique prefix)."""
     cache = _cache()
     entry = cache.find(key)

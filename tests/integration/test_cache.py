@@ -12,12 +12,13 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from clitools import OTHER, remove, shared_dir, stardock, stardock_argv, stardock_json, write_spec
-from slurmtools import sh
+
 from stardock_hpc.cache import Cache
 from stardock_hpc.site import load_site
 from stardock_hpc.spec import load_spec
+
+from slurmtools import sh
 
 pytestmark = pytest.mark.podman
 
