@@ -37,7 +37,8 @@ def test_a_site_catalog_adds_and_overrides_apps(tmp_path: Path):
         "name: astropy\nsummary: the site's own astropy\ninstall:\n  debian: {apt: [python3-astropy, python3-scipy]}\n"
         "smoke: python3 -c 'import astropy'\n")
     (tmp_path / "gnuastro.yaml").write_text(
-        "name: gnuastro\nsummary: GNU Astronomy Utilities\ninstall:\n  debian: {apt: [gnuastro]}\nsmoke: astfits --version\n")
+        "name: gnuastro\nsummary: GNU Astronomy Utilities\ninstall:\n  debian: {apt: [gnuastro]}\n"
+        "smoke: astfits --version\n")
     catalog = load_catalog([tmp_path])
     assert catalog.apps["astropy"].summary == "the site's own astropy"
     assert "gnuastro" in catalog and "sextractor" in catalog
