@@ -7,7 +7,7 @@ finds them in either place. The testbed (slurm/testbed/) is a developer tool and
 import re
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "stardock_hpc" / "__init__.py").read_text()).group(1)
@@ -27,8 +27,7 @@ setup(
     long_description_content_type="text/markdown",
     license="BSD-3-Clause",
     python_requires=">=3.9",
-    packages=["stardock_hpc", "stardock_hpc.render", "stardock_hpc.engines",
-              "stardock_hpc.jobs", "stardock_hpc.schedulers", *DATA],
+    packages=[*find_packages(include=["stardock_hpc", "stardock_hpc.*"]), *DATA],
     package_dir={"stardock_hpc": "stardock_hpc", **{pkg: src for pkg, (src, _) in DATA.items()}},
     package_data={"stardock_hpc": ["py.typed"], **{pkg: globs for pkg, (_, globs) in DATA.items()}},
     install_requires=["click>=8.0", "PyYAML>=5.4", "spython>=0.3", "requests>=2.25"],

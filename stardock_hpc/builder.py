@@ -39,8 +39,8 @@ class BuildResult:
     plan: BuildPlan
 
 
-def image_tag(plan: BuildPlan, key: str) -> str:
-    return f"localhost/stardock/{plan.name}:{key[:16]}"
+def image_tag(name: str, key: str) -> str:
+    return f"localhost/stardock/{name}:{key[:16]}"
 
 
 def key_for(plan: BuildPlan, engine: Engine) -> str:
@@ -87,7 +87,7 @@ def build(spec: Path, site: Site, catalog: Catalog, engine: Engine,
 def _build_entry(plan: BuildPlan, key: str, cache: Cache, engine: Engine,
                  on_line: Optional[Callable[[str], None]]) -> Entry:
     filename, _render = DEFINITIONS[engine.name]
-    tag = image_tag(plan, key)
+    tag = image_tag(plan.name, key)
     with cache.staging(key) as stage:
         context = write_context(plan, stage / "context")
         engine.prepare_base(plan.base, on_line)

@@ -37,7 +37,7 @@ ENGINES = ("podman", "apptainer")
 BACKENDS = ("sbatch", "rest", "pyslurm")
 FAMILIES = ("debian",)
 VOLUME_NAME_RE = r"[a-z][a-z0-9_-]{0,31}"
-PATH_FIELDS = ("user", "uid", "gid", "group")
+PATH_FIELDS = ("user", "uid", "gid", "group", "home")
 USER_RE = r"[a-z_][a-z0-9_.-]{0,31}\$?"
 MEM_RE = r"[0-9]+[KMGT]?"
 TIME_RE = r"(?:[0-9]+-)?[0-9]+(?::[0-9]{2}){0,2}"
@@ -51,6 +51,16 @@ class BaseImage:
     ref: Optional[str] = None       # a registry reference, where the site has a registry
 
 
+def expand_path(template: str, user: str) -> Path:
+    """A site path template for one user: {user} {uid} {gid} {group} {home}."""
+    pw = pwd.getpwnam(user)
+    try:
+        group = grp.getgrgid(pw.pw_gid).gr_name
+    except KeyError:
+        group = str(pw.pw_gid)
+    return Path(template.format(user=user, uid=pw.pw_uid, gid=pw.pw_gid, group=group, home=pw.pw_dir))
+
+
 @dataclass(frozen=True)
 class Volume:
     name: str
@@ -61,9 +71,7 @@ class Volume:
     description: str = ""
 
     def host_path(self, user: str) -> Path:
-        pw = pwd.getpwnam(user)
-        group = grp.getgrgid(pw.pw_gid).gr_name
-        return Path(self.path.format(user=user, uid=pw.pw_uid, gid=pw.pw_gid, group=group))
+        return expand_path(self.path, user)
 
     def allows(self, user: str) -> bool:
         if not self.users and not self.groups:
@@ -112,6 +120,8 @@ class Site:
     default_base: Optional[str] = "debian:bookworm"
     volumes: Dict[str, Volume] = field(default_factory=dict)
     mount_root: str = "/data"
+    outputs: str = "{home}/stardock/outputs"                  # per-job output directories go here
+    records: str = "{home}/.local/share/stardock/jobs"       # job records
     catalog: Tuple[Path, ...] = ()
     ca_certificates: Tuple[Path, ...] = ()
     scheduler: Scheduler = Scheduler()
@@ -188,6 +198,10 @@ def site_type() -> Obj:
         "volumes": Key(MapOf(volume, "Volume map.", key_pattern=VOLUME_NAME_RE,
                              key_help="lowercase letters, digits, '_' and '-'"), default={}),
         "mount_root": Key(Str("Where volumes appear in the container.", check=_mount_root), default="/data"),
+        "outputs": Key(Str("Where each job's output directory is made (a path template).",
+                           check=_volume_path), default="{home}/stardock/outputs"),
+        "records": Key(Str("Where job records are kept (a path template).", check=_volume_path),
+                       default="{home}/.local/share/stardock/jobs"),
         "catalog": Key(ListOf(Str("A directory of site app definitions.", check=_abs_path)), default=()),
         "ca_certificates": Key(ListOf(Str("A PEM certificate file.", check=_abs_path),
                                       "CA certificates every image trusts (a site proxy's CA, "
@@ -249,7 +263,8 @@ def _from_document(doc: yamlfile.Document, path: Path, source: str) -> Site:
                             v["description"]) for name, v in raw["volumes"].items()}
     kwargs: Dict[str, Any] = dict(
         engine=raw["engine"], bases=bases, default_base=default_base, volumes=volumes,
-        mount_root=posixpath.normpath(raw["mount_root"]), catalog=tuple(Path(p) for p in raw["catalog"]),
+        mount_root=posixpath.normpath(raw["mount_root"]), outputs=raw["outputs"], records=raw["records"],
+        catalog=tuple(Path(p) for p in raw["catalog"]),
         ca_certificates=tuple(Path(p) for p in raw["ca_certificates"]),
         scheduler=raw["scheduler"], policy=raw["policy"], trusted_builders=raw["trusted_builders"],
         path=path, source=source, explicit=_explicit(doc.data))
@@ -298,6 +313,8 @@ def site_settings(site: Site) -> Dict[str, Any]:
         "volumes": {n: {"path": v.path, "mode": v.mode, "users": list(v.users), "groups": list(v.groups),
                         "description": v.description} for n, v in site.volumes.items()},
         "mount_root": site.mount_root,
+        "outputs": site.outputs,
+        "records": site.records,
         "catalog": [str(p) for p in site.catalog],
         "ca_certificates": [str(p) for p in site.ca_certificates],
         "scheduler": {"backend": site.scheduler.backend, "rest_url": site.scheduler.rest_url,

@@ -32,6 +32,7 @@ volumes:
     path: {VOLUMES / 'scratch'}/{{user}}
     mode: rw
 mount_root: /data
+outputs: {VOLUMES / 'scratch'}/{{user}}/stardock-outputs
 ca_certificates:
 {site_cas()}scheduler:
   backend: sbatch

@@ -41,8 +41,10 @@ class ApptainerEngine(Engine):
         if not options.network:
             argv += ["--net", "--network=none"]
         for m in mounts:
-            ro = ",ro" if m.readonly else ""
-            argv += ["--mount", f"type=bind,source={m.host},destination={m.target}{ro}"]
+            # --bind splits on ',' and ':' (refused in paths); --mount is CSV and chokes on quotes
+            argv += ["--bind", f"{m.host}:{m.target}:{'ro' if m.readonly else 'rw'}"]
+        if options.tmpdir:
+            argv += ["--workdir", options.tmpdir]
         if workdir:
             argv += ["--pwd", workdir]
         argv.append(image.ref)

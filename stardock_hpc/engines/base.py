@@ -34,6 +34,9 @@ class RunOptions:
     network: bool = False
     uid: Optional[int] = None
     gid: Optional[int] = None
+    runtime: Optional[str] = None   # Podman: the OCI runtime (our accounting shim around runc)
+    name: Optional[str] = None      # Podman: the container's name, for cleanup
+    tmpdir: Optional[str] = None    # Apptainer: node-local directory behind /tmp and /var/tmp
 
 
 class Engine(ABC):

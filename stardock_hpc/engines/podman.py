@@ -58,8 +58,13 @@ class PodmanEngine(Engine):
                 f"--network={'slirp4netns' if options.network else 'none'}", "--userns=keep-id"]
         if options.uid is not None:
             argv.append(f"--user={options.uid}:{options.gid if options.gid is not None else options.uid}")
+        if options.runtime:
+            argv.append(f"--runtime={options.runtime}")
+        if options.name:
+            argv.append(f"--name={options.name}")
         for m in mounts:
-            argv += ["--mount", f"type=bind,src={m.host},dst={m.target}" + (",ro" if m.readonly else "")]
+            # -v splits on ':' only; --mount is CSV and would choke on a quote in a path
+            argv += ["--volume", f"{m.host}:{m.target}:{'ro' if m.readonly else 'rw'}"]
         for key, value in env.items():
             argv += ["--env", f"{key}={value}"]
         if workdir:

@@ -1,1 +1,1 @@
-
+"""Submitting and running jobs: requests, job scripts, the node wrapper, records."""

@@ -22,8 +22,8 @@ def test_podman_run_is_rootless_daemonless_and_isolated():
     assert argv[:3] == ["podman", "run", "--rm"]
     assert "--pull=never" in argv and "--network=none" in argv and "--userns=keep-id" in argv
     assert "--user=1001:1001" in argv and "--init" in argv
-    assert ["--mount", "type=bind,src=/srv/archive/m51,dst=/data/archive/m51,ro"] == argv[argv.index("--mount"):][:2]
-    assert "type=bind,src=/scratch/u/job 1,dst=/data/output" in argv
+    assert ["--volume", "/srv/archive/m51:/data/archive/m51:ro"] == argv[argv.index("--volume"):][:2]
+    assert "/scratch/u/job 1:/data/output:rw" in argv
     assert ["--env", "A=it's $(id) `x`\nnext"] == argv[argv.index("--env"):][:2]
     assert argv[-3:] == ["localhost/stardock/x:k", "python3", "run.py"]
 
@@ -39,8 +39,8 @@ def test_apptainer_passes_env_through_env1_not_its_shell():
     assert argv[:3] == ["apptainer", "--silent", "exec"]
     assert "--cleanenv" in argv and "--contain" in argv and "--no-home" in argv
     assert ["--net", "--network=none"] == argv[argv.index("--net"):][:2]
-    assert "type=bind,source=/srv/archive/m51,destination=/data/archive/m51,ro" in argv
-    assert "type=bind,source=/scratch/u/job 1,destination=/data/output" in argv
+    assert ["--bind", "/srv/archive/m51:/data/archive/m51:ro"] == argv[argv.index("--bind"):][:2]
+    assert "/scratch/u/job 1:/data/output:rw" in argv
     assert not any(a.startswith("APPTAINERENV_") for a in argv)
     tail = argv[argv.index("/c/x.sif"):]
     assert tail == ["/c/x.sif", "/usr/bin/env", "A=it's $(id) `x`\nnext", "B=", "python3", "run.py"]

@@ -1,0 +1,40 @@
+"""The job spec: everything the node-side wrapper needs, decided at submission and embedded in
+the job script as one line of JSON (so `scontrol write batch_script` shows the whole job)."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional
+
+FORMAT = 1
+
+
+@dataclass
+class JobSpec:
+    engine: str
+    entry: str                 # the cache entry directory (its meta.json has the digest)
+    artifact: str
+    key: str
+    name: str
+    tag: str                   # Podman's local name for the image
+    mounts: List[Dict]         # {host, target, readonly}
+    outputs: str               # the per-job output directory goes under here
+    records: str               # job records directory
+    mount_root: str
+    network: bool
+    script: str                # the batch script, run inside the container
+    script_name: str
+    pass_env: List[str] = field(default_factory=list)
+    runtime_shim: Optional[str] = None
+    format: int = FORMAT
+
+    def to_json(self) -> str:
+        # One line, ASCII only: it sits in a here-document whose end marker cannot occur in it.
+        return json.dumps(asdict(self), sort_keys=True, ensure_ascii=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> JobSpec:
+        data = json.loads(text)
+        if data.get("format") != FORMAT:
+            raise ValueError(f"job spec format {data.get('format')!r}, this wrapper reads {FORMAT}")
+        return cls(**data)

@@ -1,0 +1,193 @@
+"""What `stardock sbatch ...` asks for: stardock's own options, sbatch's options (kept exactly as
+given), the script and its arguments, and the #SBATCH / #STARDOCK directives of the script.
+
+sbatch's rules are followed: options end at the first word that is not an option (the script);
+everything after it belongs to the script. Directives are read from the comment block at the top
+of the script and stop at its first command. stardock's option names collide with none of
+sbatch's (nor with an abbreviation of one).
+"""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+from stardock_hpc.errors import UsageError
+from stardock_hpc.jobs.sbatch_options import Option, parse_options, take_option
+
+# stardock's options in `stardock sbatch`, with whether they take a value.
+OWN = {"env": True, "image": True, "mount": True, "engine": True, "backend": True, "dry-run": False,
+       "site": True, "debug": False, "pass-env": True}
+WRAP_SHEBANG = "#!/bin/sh"
+
+
+@dataclass
+class Script:
+    path: Optional[Path]          # None for --wrap
+    text: str
+    header: List[str]             # the comment block after the shebang (kept verbatim)
+    sbatch_lines: List[Tuple[int, List[Option]]] = field(default_factory=list)
+    stardock_tokens: List[Tuple[int, List[str]]] = field(default_factory=list)
+
+
+@dataclass
+class SubmitRequest:
+    spec: Optional[Path] = None
+    image: Optional[str] = None
+    mounts: List[str] = field(default_factory=list)
+    engine: Optional[str] = None
+    backend: Optional[str] = None
+    dry_run: bool = False
+    site: Optional[str] = None
+    debug: bool = False
+    pass_env: List[str] = field(default_factory=list)
+    sbatch: List[Option] = field(default_factory=list)   # from the command line, as given
+    script: Optional[Script] = None
+    args: List[str] = field(default_factory=list)
+
+    def sbatch_tokens(self) -> List[str]:
+        return [t for opt in self.sbatch for t in opt.tokens]
+
+    def all_sbatch(self) -> List[Option]:
+        """Directives first, then the command line, which wins (as with sbatch)."""
+        assert self.script is not None
+        return [o for _line, opts in self.script.sbatch_lines for o in opts] + self.sbatch
+
+    def has(self, name: str) -> bool:
+        return any(o.name == name for o in self.all_sbatch())
+
+
+def _own(req: SubmitRequest, name: str, value: Optional[str], base: Path) -> None:
+    if name == "env":
+        req.spec = base / value if value and not Path(value).is_absolute() else Path(value or "")
+    elif name == "image":
+        req.image = value
+    elif name == "mount":
+        req.mounts.append(value or "")
+    elif name == "pass-env":
+        req.pass_env += [v for v in (value or "").split(",") if v]
+    elif name in ("engine", "backend", "site"):
+        setattr(req, name, value)
+    elif name == "dry-run":
+        req.dry_run = True
+    elif name == "debug":
+        req.debug = True
+
+
+def _take_own(args: Sequence[str], i: int, where: str) -> Tuple[Optional[Tuple[str, Optional[str]]], int]:
+    word, eq, value = args[i][2:].partition("=")
+    if word not in OWN:
+        return None, i
+    if OWN[word]:
+        if not eq:
+            if i + 1 >= len(args):
+                raise UsageError(f"{where}: --{word} needs a value")
+            return (word, args[i + 1]), i + 2
+        return (word, value), i + 1
+    if eq:
+        raise UsageError(f"{where}: --{word} takes no value")
+    return (word, None), i + 1
+
+
+def parse_command_line(argv: Sequence[str], cwd: Path) -> SubmitRequest:
+    req = SubmitRequest()
+    i = 0
+    wrap: Optional[str] = None
+    while i < len(argv):
+        token = argv[i]
+        if token == "--":
+            i += 1
+            break
+        if not token.startswith("-") or token == "-":
+            break
+        if token.startswith("--"):
+            own, nxt = _take_own(argv, i, "stardock sbatch")
+            if own:
+                _own(req, own[0], own[1], cwd)
+                i = nxt
+                continue
+        opt, i = take_option(argv, i, "stardock sbatch")
+        if opt.name == "wrap":
+            wrap = opt.value
+        else:
+            req.sbatch.append(opt)
+    rest = list(argv[i:])
+    if wrap is not None:
+        if rest:
+            raise UsageError(f"stardock sbatch: --wrap and a script ({rest[0]!r}) cannot be given together")
+        req.script = Script(None, f"{WRAP_SHEBANG}\n# This script was created by stardock sbatch --wrap.\n\n{wrap}\n",
+                            [])
+        return req
+    if not rest:
+        raise UsageError("stardock sbatch: give a SCRIPT (or --wrap CMD)",
+                         hint="stardock sbatch [sbatch options] (--env SPEC | --image KEY) SCRIPT [ARGS...]")
+    req.script = read_script(Path(rest[0]) if Path(rest[0]).is_absolute() else cwd / rest[0])
+    req.args = rest[1:]
+    return req
+
+
+def read_script(path: Path) -> Script:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{path}: batch script not found") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a directory, not a batch script") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the batch script: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: the batch script is not UTF-8 text") from None
+    if not text.startswith("#!"):
+        raise UsageError(f"{path}:1: this does not look like a batch script: the first line must start "
+                         "with #! followed by the path to an interpreter (as sbatch requires)")
+    script = Script(path, text, [])
+    for number, line in enumerate(text.splitlines()[1:], start=2):
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            break  # sbatch reads directives up to the first command
+        script.header.append(line)
+        for prefix, into in (("#SBATCH", script.sbatch_lines), ("#STARDOCK", script.stardock_tokens)):
+            if stripped.startswith(prefix) and stripped[len(prefix):len(prefix) + 1] in (" ", "\t"):
+                where = f"{path}:{number}"
+                try:
+                    tokens = shlex.split(stripped[len(prefix):], comments=True)
+                except ValueError as exc:
+                    raise UsageError(f"{where}: cannot read the {prefix} line: {exc}") from None
+                if prefix == "#SBATCH":
+                    into.append((number, parse_options(tokens, where)))
+                else:
+                    into.append((number, tokens))
+    return script
+
+
+def apply_directives(req: SubmitRequest) -> SubmitRequest:
+    """#STARDOCK lines count as if given first on the command line, which wins over them."""
+    assert req.script is not None
+    from_script = SubmitRequest()
+    base = req.script.path.parent if req.script.path else Path.cwd()
+    for number, tokens in req.script.stardock_tokens:
+        where = f"{req.script.path}:{number}"
+        i = 0
+        while i < len(tokens):
+            if not tokens[i].startswith("--"):
+                raise UsageError(f"{where}: {tokens[i]!r} is not a stardock option; #STARDOCK lines take "
+                                 f"--{', --'.join(k for k in OWN if k not in ('site', 'debug'))}")
+            own, i2 = _take_own(tokens, i, where)
+            if own is None or own[0] in ("site", "debug"):
+                raise UsageError(f"{where}: {tokens[i]} is not allowed in #STARDOCK lines; allowed: "
+                                 f"--{', --'.join(k for k in OWN if k not in ('site', 'debug'))}")
+            _own(from_script, own[0], own[1], base)
+            i = i2
+    return replace(
+        req,
+        spec=req.spec or from_script.spec,
+        image=req.image or from_script.image,
+        mounts=from_script.mounts + req.mounts,
+        engine=req.engine or from_script.engine,
+        backend=req.backend or from_script.backend,
+        dry_run=req.dry_run or from_script.dry_run,
+        pass_env=from_script.pass_env + req.pass_env,
+    )

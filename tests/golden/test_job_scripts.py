@@ -1,0 +1,51 @@
+"""Golden job scripts: what sbatch receives for a few batch scripts (regenerate: --regen-golden)."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from stardock_hpc.jobs.jobspec import JobSpec
+from stardock_hpc.jobs.request import read_script
+from stardock_hpc.jobs.script import render_job_script
+from test_golden import check
+
+HERE = Path(__file__).parent / "jobs"
+SCRIPTS = sorted(p.name for p in HERE.glob("*.sh"))
+
+
+def spec_for(script) -> JobSpec:
+    return JobSpec(engine="podman", entry="/srv/stardock/cache/entries/k-u1000",
+                   artifact="/srv/stardock/cache/entries/k-u1000/image.oci.tar", key="f" * 64,
+                   name="m51-photometry", tag="localhost/stardock/m51-photometry:ffffffffffffffff",
+                   mounts=[{"host": "/srv/archive/m51", "target": "/data/archive/m51", "readonly": True}],
+                   outputs="/scratch/u/stardock-outputs", records="/home/u/.local/share/stardock/jobs",
+                   mount_root="/data", network=False, script=script.text, script_name=str(script.path.name),
+                   runtime_shim="/opt/stardock/wrappers/stardock-runc")
+
+
+def render(name: str) -> str:
+    script = read_script(HERE / name)
+    return render_job_script(script, spec_for(script), python="/opt/stardock/bin/python",
+                             wrappers=Path("/opt/stardock/wrappers"))
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_job_script_matches_golden(name, request):
+    check(HERE / "expected" / f"{name}.job", render(name), request.config.getoption("--regen-golden"))
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_job_script_is_valid_bash_and_carries_the_script_intact(name):
+    text = render(name)
+    assert subprocess.run(["bash", "-n"], input=text, text=True).returncode == 0
+    lines = text.splitlines()
+    assert lines[-1] == "STARDOCK_JOB_SPEC" and lines.count("STARDOCK_JOB_SPEC") == 1
+    spec = JobSpec.from_json(lines[-2])
+    assert spec.script == (HERE / name).read_text()
+    # every #SBATCH line of the batch script is kept, verbatim and in order
+    sbatch = [line for line in (HERE / name).read_text().splitlines() if line.startswith("#SBATCH")]
+    assert [line for line in lines if line.startswith("#SBATCH")] == sbatch
+    assert json.loads(lines[-2])["format"] == 1
