@@ -82,3 +82,13 @@ def _run_streaming(args: tuple, env, cwd, timeout, on_line) -> Result:
         proc.wait(timeout=timeout)
     text = "\n".join(lines) + ("\n" if lines else "")
     return Result(args, proc.returncode, text, "")
+
+
+def run_interactive(argv: Sequence[PathLike], *, env: Optional[Mapping[str, str]] = None) -> int:
+    """Run argv on the user's terminal (stdin, stdout, stderr inherited); return its status."""
+    args = tuple(os.fspath(a) for a in argv)
+    log.debug("run (interactive): %s", shlex.join(args))
+    try:
+        return subprocess.call(args, env=env)
+    except FileNotFoundError as exc:
+        raise ExternalError(f"{args[0]} is not installed or not on PATH") from exc

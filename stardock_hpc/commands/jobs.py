@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import sys
 import tarfile
 import tempfile
 import time
@@ -16,8 +17,10 @@ from stardock_hpc.commands.options import common_options, echo_json, state
 from stardock_hpc.errors import UsageError
 from stardock_hpc.inputs import site_and_catalog
 from stardock_hpc.jobs.records import RecordStore, split_job_id
-from stardock_hpc.jobs.request import apply_directives, parse_command_line
+from stardock_hpc.jobs.request import Script, SubmitRequest, apply_directives, parse_command_line
+from stardock_hpc.jobs.script import WRAPPER
 from stardock_hpc.jobs.submit import environ_for_sbatch, prepare, submit
+from stardock_hpc.resources import data_dir
 from stardock_hpc.schedulers import get_scheduler
 from stardock_hpc.site import Site, expand_path, load_site
 
@@ -59,6 +62,9 @@ def sbatch(argv) -> None:
     submitted = submit(req, prepared, site, scheduler, cwd, environ_for_sbatch())
     if not submitted.job_id:
         click.echo(submitted.output, nl=False)
+        click.echo(submitted.messages, nl=False, err=True)
+    elif req.has("quiet"):
+        pass
     elif parsable:
         click.echo(submitted.output)
     else:
@@ -197,4 +203,69 @@ def outputs(job: str, directory: Path) -> None:
     click.echo(str(target))
 
 
-COMMANDS = [sbatch, status, logs, cancel, outputs]
+SHELL_OWN = ("env", "image", "mount", "engine")
+
+
+def parse_shell_args(argv: List[str], cwd: Path) -> tuple:
+    """stardock's options out, srun's options (as given) before `--`, the command after it."""
+    req = SubmitRequest(script=Script(None, "#!/bin/sh\n", []))
+    srun: List[str] = []
+    command: List[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--":
+            command = argv[i + 1:]
+            break
+        word, eq, value = token[2:].partition("=") if token.startswith("--") else ("", "", "")
+        if word in SHELL_OWN:
+            if not eq:
+                if i + 1 >= len(argv):
+                    raise UsageError(f"stardock shell: --{word} needs a value")
+                value, i = argv[i + 1], i + 1
+            if word == "env":
+                req.spec = cwd / value
+            elif word == "image":
+                req.image = value
+            elif word == "mount":
+                req.mounts.append(value)
+            else:
+                req.engine = value
+        else:
+            srun.append(token)
+        i += 1
+    return req, srun, command or ["/bin/bash"]
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False,
+                                 "help_option_names": ["-h", "--help"]})
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+def shell(argv) -> None:
+    """An interactive shell in an environment, on a compute node (srun --pty).
+
+    \b
+    stardock shell (--env SPEC | --image KEY) [--mount NAME[/SUB][:ro|:rw]]... [--engine E]
+                   [srun options] [-- COMMAND...]
+
+    StarDock's SSH access, without sshd or passwords: Slurm's own authentication.
+    """
+    cwd = Path.cwd()
+    req, srun, command = parse_shell_args(list(argv), cwd)
+    site, catalog = site_and_catalog(state().site)
+    prepared = prepare(req, site, catalog, lambda line: click.echo(f"  | {line}", err=True))
+    prepared.spec.command = command
+    prepared.spec.interactive = True
+    records = expand_path(site.records, getpass.getuser())
+    records.mkdir(parents=True, exist_ok=True)
+    fd, spec_file = tempfile.mkstemp(prefix="shell-", suffix=".json", dir=records)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(prepared.spec.to_json())
+    try:
+        code = proc.run_interactive(["srun", "--pty", *srun, sys.executable,
+                                     data_dir("wrappers") / WRAPPER, "--spec-file", spec_file])
+    finally:
+        os.unlink(spec_file)
+    sys.exit(code)
+
+
+COMMANDS = [sbatch, status, logs, cancel, outputs, shell]

@@ -37,6 +37,7 @@ class RunOptions:
     runtime: Optional[str] = None   # Podman: the OCI runtime (our accounting shim around runc)
     name: Optional[str] = None      # Podman: the container's name, for cleanup
     tmpdir: Optional[str] = None    # Apptainer: node-local directory behind /tmp and /var/tmp
+    interactive: bool = False       # keep stdin open and give the container a terminal
 
 
 class Engine(ABC):

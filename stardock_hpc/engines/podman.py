@@ -62,6 +62,8 @@ class PodmanEngine(Engine):
             argv.append(f"--runtime={options.runtime}")
         if options.name:
             argv.append(f"--name={options.name}")
+        if options.interactive:
+            argv += ["--interactive", "--tty"]
         for m in mounts:
             # -v splits on ':' only; --mount is CSV and would choke on a quote in a path
             argv += ["--volume", f"{m.host}:{m.target}:{'ro' if m.readonly else 'rw'}"]

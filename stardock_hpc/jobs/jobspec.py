@@ -26,6 +26,8 @@ class JobSpec:
     script_name: str
     pass_env: List[str] = field(default_factory=list)
     runtime_shim: Optional[str] = None
+    command: Optional[List[str]] = None   # run this instead of the script (stardock shell)
+    interactive: bool = False             # a terminal session (srun --pty)
     format: int = FORMAT
 
     def to_json(self) -> str:

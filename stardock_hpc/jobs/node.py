@@ -151,6 +151,7 @@ def run(spec: JobSpec, args: List[str], environ: Dict[str, str]) -> int:
         env.pop(leak, None)
     code = 1
     child: Optional[subprocess.Popen] = None
+    interrupted = False
     try:
         output.mkdir(parents=True, exist_ok=True)
         script = workdir / "script"
@@ -161,16 +162,25 @@ def run(spec: JobSpec, args: List[str], environ: Dict[str, str]) -> int:
         image = _image(engine, spec, env)
         mounts = [Mount(Path(m["host"]), m["target"], m["readonly"]) for m in spec.mounts]
         mounts += [Mount(script, SCRIPT_IN_CONTAINER, True), Mount(output, output_target, False)]
-        argv = engine.run_argv(image, [SCRIPT_IN_CONTAINER, *args], mounts,
+        command = list(spec.command) if spec.command else [SCRIPT_IN_CONTAINER, *args]
+        argv = engine.run_argv(image, command, mounts,
                                container_env(spec, environ, user, output_target), output_target,
                                RunOptions(network=spec.network, uid=uid, gid=gid, runtime=spec.runtime_shim,
                                           name=f"stardock-{ids['label']}-{os.getpid()}",
-                                          tmpdir=str(workdir)))
+                                          tmpdir=str(workdir), interactive=spec.interactive))
         records.write_run(ids["record_id"], ids["task"], record)
-        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env)
+        forwarded: List[int] = []
+
+        def forward(signum: int, _frame) -> None:
+            forwarded.append(signum)
+            if child is not None and child.poll() is None:
+                child.send_signal(signum)
+
         for sig in FORWARDED:
-            signal.signal(sig, lambda signum, _frame: _forward(child, signum))
+            signal.signal(sig, forward)
+        child = subprocess.Popen(argv, stdin=None if spec.interactive else subprocess.DEVNULL, env=env)
         status = child.wait()
+        interrupted = status < 0 or bool(forwarded)
         code = status if status >= 0 else 128 - status
         record["state"] = "completed" if code == 0 else "failed"
     except Exception as exc:  # noqa: BLE001 - the record and the exit code must say what happened
@@ -181,7 +191,8 @@ def run(spec: JobSpec, args: List[str], environ: Dict[str, str]) -> int:
     finally:
         for sig in FORWARDED:
             signal.signal(sig, signal.SIG_IGN)
-        if spec.engine == "podman" and child is not None:
+        if spec.engine == "podman" and child is not None and (interrupted or child.returncode is None):
+            # `podman run --rm` removes the container itself unless it was interrupted
             subprocess.run(["podman", "rm", "--force", "--ignore", f"stardock-{ids['label']}-{os.getpid()}"],
                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
         reap_all()
@@ -192,11 +203,6 @@ def run(spec: JobSpec, args: List[str], environ: Dict[str, str]) -> int:
         except OSError as exc:
             log(f"warning: cannot write the job record: {exc}")
     return code
-
-
-def _forward(child: Optional[subprocess.Popen], signum: int) -> None:
-    if child is not None and child.poll() is None:
-        child.send_signal(signum)
 
 
 def _image(engine, spec: JobSpec, env: Dict[str, str]):
@@ -219,10 +225,16 @@ def _image(engine, spec: JobSpec, env: Dict[str, str]):
 
 
 def main(argv: Optional[List[str]] = None) -> None:
+    """stardock-node [ARGS...] with the spec on stdin (batch jobs), or
+    stardock-node --spec-file FILE (stardock shell, whose stdin is the terminal)."""
     args = sys.argv[1:] if argv is None else argv
     try:
-        spec = JobSpec.from_json(sys.stdin.read())
-    except (ValueError, TypeError) as exc:
+        if args[:1] == ["--spec-file"]:
+            spec = JobSpec.from_json(Path(args[1]).read_text())
+            args = args[2:]
+        else:
+            spec = JobSpec.from_json(sys.stdin.read())
+    except (ValueError, TypeError, OSError, IndexError) as exc:
         log(f"error: cannot read the job spec: {exc}")
         sys.exit(1)
     sys.exit(run(spec, args, dict(os.environ)))

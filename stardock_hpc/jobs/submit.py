@@ -76,7 +76,9 @@ def prepare(req: SubmitRequest, site: Site, catalog: Catalog,
 
 def submit(req: SubmitRequest, prepared: Prepared, site: Site, scheduler: Scheduler, cwd: Path,
            environ: Dict[str, str]) -> Submitted:
-    submitted = scheduler.submit(Submission(prepared.script, req.sbatch, req.args, cwd, environ))
+    assert req.script is not None
+    name = req.script.path.name if req.script.path else "wrap"
+    submitted = scheduler.submit(Submission(prepared.script, req.sbatch, req.args, cwd, environ, name))
     if not submitted.job_id:
         return submitted
     record = {

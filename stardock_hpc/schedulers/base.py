@@ -17,6 +17,8 @@ class Submission:
     args: List[str]                # the batch script's arguments
     cwd: Path                      # where the user submitted from (sbatch's default --chdir)
     environ: Dict[str, str]        # the submitting environment (sbatch exports it by default)
+    script_name: str = ""           # the batch script's file name, "wrap" for --wrap: Slurm's
+                                   # default job name (and %x), which the job script must keep
 
 
 @dataclass
@@ -24,6 +26,7 @@ class Submitted:
     job_id: str                    # e.g. "123" (the array's job id for an array)
     cluster: Optional[str] = None
     output: str = ""               # what sbatch printed (kept for --parsable faithfulness)
+    messages: str = ""             # what it said on stderr (--test-only answers there)
 
 
 @dataclass

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
-from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, Sequence
 
 from stardock_hpc import proc
 from stardock_hpc.errors import ExternalError
@@ -19,22 +19,26 @@ class SbatchScheduler(Scheduler):
     name = "sbatch"
 
     def submit(self, submission: Submission) -> Submitted:
-        tokens = [t for o in submission.options for t in o.tokens]
-        fd, path = tempfile.mkstemp(prefix="stardock-job-", suffix=".sh")
+        # --quiet would also silence the job id we need; the command line honours it instead
+        tokens = [t for o in submission.options if o.name != "quiet" for t in o.tokens]
+        # sbatch names a job after its script file unless told otherwise (and %x expands to that
+        # name): the job script gets the batch script's own file name, in a private directory.
+        directory = tempfile.mkdtemp(prefix="stardock-job-")
+        path = os.path.join(directory, submission.script_name or "job.sh")
         try:
-            with os.fdopen(fd, "w") as fh:
+            with open(path, "w") as fh:
                 fh.write(submission.script)
             result = proc.run(["sbatch", "--parsable", *tokens, path, *submission.args],
                               cwd=submission.cwd, env=submission.environ, check=False)
         finally:
-            os.unlink(path)
+            shutil.rmtree(directory, ignore_errors=True)
         if not result.ok:
             raise ExternalError(f"sbatch refused the job (exit {result.returncode}):\n{result.tail()}")
         lines = [line for line in result.stdout.splitlines() if line.strip()]
         match = PARSABLE_RE.match(lines[-1]) if lines else None
         if match is None:  # --test-only and friends answer without a job
-            return Submitted("", None, result.stdout + result.stderr)
-        return Submitted(match.group(1), match.group(2), lines[-1])
+            return Submitted("", None, result.stdout, result.stderr)
+        return Submitted(match.group(1), match.group(2), lines[-1], result.stderr)
 
     def status(self, job_ids: Sequence[str]) -> Dict[str, JobState]:
         if not job_ids:
@@ -72,9 +76,3 @@ def _bytes(text: str) -> float:
 def _max_rss(a, b: str) -> str:
     return b if a is None or _bytes(b) > _bytes(a) else a
 
-
-def job_ids_of(states: Dict[str, JobState]) -> List[str]:
-    return sorted(states)
-
-
-__all__ = ["SbatchScheduler", "Path"]
