@@ -8,7 +8,7 @@ from typing import Optional
 import click
 
 from stardock_hpc import __version__
-from stardock_hpc.commands import envs, images, importcmd, jobs, sitecmd
+from stardock_hpc.commands import doctor, envs, images, importcmd, jobs, sitecmd
 from stardock_hpc.commands.options import State, common_options
 from stardock_hpc.errors import EXIT_FAILED, EXIT_USAGE, StardockError
 
@@ -23,7 +23,7 @@ def cli(ctx: click.Context) -> None:
     ctx.ensure_object(State)
 
 
-for module in (envs, images, importcmd, jobs, sitecmd):
+for module in (envs, images, importcmd, jobs, sitecmd, doctor):
     for command in module.COMMANDS:
         cli.add_command(command)
 

@@ -1,0 +1,108 @@
+"""`stardock doctor`: can this user build and run here, and will Slurm account for the containers?"""
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import List
+
+import click
+
+from stardock_hpc import __version__, proc
+from stardock_hpc.commands.options import common_options, echo_json, state
+from stardock_hpc.commands.sitecmd import Check, SiteCheckFailed, run_checks
+from stardock_hpc.jobs.submit import RUNTIME_SHIM
+from stardock_hpc.resources import data_dir
+from stardock_hpc.site import load_site
+
+
+def cgroup_layout() -> str:
+    if Path("/sys/fs/cgroup/cgroup.controllers").exists():
+        return "v2 (unified)"
+    if Path("/sys/fs/cgroup/unified").is_dir():
+        return "v1 (hybrid: v1 controllers, a v2 tree beside them)"
+    return "v1 (legacy)"
+
+
+def _subids(user: str) -> Check:
+    missing = []
+    for path in ("/etc/subuid", "/etc/subgid"):
+        try:
+            if not any(line.split(":")[0] == user for line in Path(path).read_text().splitlines()):
+                missing.append(path)
+        except OSError:
+            missing.append(path)
+    if missing:
+        return ("fail", "subordinate ids", f"{user} has no range in {', '.join(missing)}: rootless engines "
+                "cannot map the image's users (ask the admins: usermod --add-subuids)")
+    return ("ok", "subordinate ids", f"{user} has ranges in /etc/subuid and /etc/subgid")
+
+
+def _slurm_config() -> List[Check]:
+    if not shutil.which("scontrol"):
+        return [("fail", "slurm", "scontrol not found on PATH")]
+    out = proc.run(["scontrol", "show", "config"], check=False)
+    if not out.ok:
+        return [("fail", "slurm", f"scontrol show config failed: {out.tail(3)}")]
+    config = {}
+    for line in out.stdout.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            config[key.strip()] = value.strip()
+    checks: List[Check] = []
+    proctrack = config.get("ProctrackType", "?")
+    checks.append(("ok" if proctrack == "proctrack/cgroup" else "warn", "proctrack", proctrack +
+                   ("" if proctrack == "proctrack/cgroup" else ": containers may escape job cleanup")))
+    task = config.get("TaskPlugin", "?")
+    checks.append(("ok" if "task/cgroup" in task else "warn", "task plugin", task +
+                   ("" if "task/cgroup" in task else ": --mem is not enforced on containers")))
+    gather = config.get("JobAcctGatherType", "?")
+    note = {"jobacct_gather/linux": "counts a task's descendants: the node wrapper keeps containers below it",
+            "jobacct_gather/cgroup": "counts the job's cgroup: containers stay in it"}.get(gather, "unknown")
+    checks.append(("ok" if gather in ("jobacct_gather/linux", "jobacct_gather/cgroup") else "warn",
+                   "job accounting", f"{gather} ({note})"))
+    return checks
+
+
+def run_doctor() -> List[Check]:
+    user = getpass.getuser()
+    site = load_site(state().site)
+    checks: List[Check] = [("ok", "stardock", f"{__version__} on Python {sys.version.split()[0]} ({sys.executable})"),
+                           ("ok", "cgroups", cgroup_layout())]
+    checks += run_checks(site)
+    checks.append(_subids(user))
+    if site.engine == "podman" or shutil.which("podman"):
+        shim = data_dir("wrappers") / RUNTIME_SHIM
+        runtime = os.environ.get("STARDOCK_OCI_RUNTIME", "runc")
+        missing = [t for t in (runtime, "unshare", "mount") if not shutil.which(t)]
+        checks.append(("fail" if missing else "ok", "podman accounting",
+                       f"missing {', '.join(missing)}: jobs cannot keep containers in their cgroup" if missing else
+                       f"{shim} runs {runtime} with read-only cgroups: containers stay in the job's cgroup"))
+        if not os.access(shim, os.X_OK):
+            checks.append(("fail", "podman accounting", f"{shim} is not executable"))
+    for dev in ("/dev/fuse", "/dev/net/tun"):
+        if os.path.exists(dev) and not os.access(dev, os.R_OK | os.W_OK):
+            checks.append(("warn", dev, "not usable by you (FUSE mounts and rootless networking need it)"))
+    checks += _slurm_config()
+    return checks
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True)
+@common_options
+def doctor(as_json: bool) -> None:
+    """Check this machine, the site config and Slurm for stardock, and say what is wrong."""
+    checks = run_doctor()
+    if as_json:
+        echo_json([{"status": s, "check": w, "detail": d} for s, w, d in checks])
+    else:
+        for status, what, detail in checks:
+            click.echo(f"{status:<4}  {what}: {detail}")
+    failed = [c for c in checks if c[0] == "fail"]
+    if failed:
+        raise SiteCheckFailed(f"{len(failed)} check(s) failed")
+
+
+COMMANDS = [doctor]
