@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "no directives: everything comes from the command line"
