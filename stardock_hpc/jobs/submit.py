@@ -15,6 +15,7 @@ from stardock_hpc.catalog import Catalog
 from stardock_hpc.engines import get_engine
 from stardock_hpc.errors import UsageError
 from stardock_hpc.jobs.jobspec import JobSpec
+from stardock_hpc.jobs.limits import check_limits
 from stardock_hpc.jobs.mounts import VolumeMount, parse_mounts
 from stardock_hpc.jobs.records import RecordStore
 from stardock_hpc.jobs.request import SubmitRequest
@@ -60,6 +61,7 @@ def prepare(req: SubmitRequest, site: Site, catalog: Catalog,
             on_line: Optional[Callable[[str], None]] = None) -> Prepared:
     assert req.script is not None
     user = getpass.getuser()
+    check_limits(req.all_sbatch(), site.policy.limits, site.source)
     mounts = parse_mounts(req.mounts, site, user)
     entry, built = choose_image(req, site, catalog, req.engine, on_line)
     shim = str(data_dir("wrappers") / RUNTIME_SHIM) if entry.engine == "podman" else None
