@@ -203,7 +203,7 @@ def outputs(job: str, directory: Path) -> None:
     click.echo(str(target))
 
 
-SHELL_OWN = ("env", "image", "mount", "engine")
+SHELL_OWN = ("env", "image", "mount", "engine", "site")
 
 
 def parse_shell_args(argv: List[str], cwd: Path) -> tuple:
@@ -218,7 +218,9 @@ def parse_shell_args(argv: List[str], cwd: Path) -> tuple:
             command = argv[i + 1:]
             break
         word, eq, value = token[2:].partition("=") if token.startswith("--") else ("", "", "")
-        if word in SHELL_OWN:
+        if token == "--debug":
+            req.debug = True
+        elif word in SHELL_OWN:
             if not eq:
                 if i + 1 >= len(argv):
                     raise UsageError(f"stardock shell: --{word} needs a value")
@@ -229,6 +231,8 @@ def parse_shell_args(argv: List[str], cwd: Path) -> tuple:
                 req.image = value
             elif word == "mount":
                 req.mounts.append(value)
+            elif word == "site":
+                req.site = value
             else:
                 req.engine = value
         else:
@@ -251,7 +255,7 @@ def shell(argv) -> None:
     """
     cwd = Path.cwd()
     req, srun, command = parse_shell_args(list(argv), cwd)
-    site, catalog = site_and_catalog(state().site)
+    site, catalog = site_and_catalog(req.site or state().site)
     prepared = prepare(req, site, catalog, lambda line: click.echo(f"  | {line}", err=True))
     prepared.spec.command = command
     prepared.spec.interactive = True

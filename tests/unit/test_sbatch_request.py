@@ -89,3 +89,12 @@ def test_required_values_and_flags_are_checked():
     assert (opt.name, opt.value, nxt) == ("exclusive", None, 1)
     opt, nxt = take_option(["-c4"], 0, "x")
     assert (opt.name, opt.value, opt.tokens) == ("cpus-per-task", "4", ("-c4",))
+
+
+def test_shell_arguments_split_into_stardock_srun_and_command(tmp_path):
+    from stardock_hpc.commands.jobs import parse_shell_args
+    req, srun, command = parse_shell_args(["-p", "debug", "--env", "x.yaml", "--mount=archive", "--site", "/s.yaml",
+                                           "--debug", "-t", "5", "--", "python3", "--env", "y"], tmp_path)
+    assert (req.spec, req.mounts, req.site, req.debug) == (tmp_path / "x.yaml", ["archive"], "/s.yaml", True)
+    assert srun == ["-p", "debug", "-t", "5"] and command == ["python3", "--env", "y"]
+    assert parse_shell_args(["--image", "abc"], tmp_path)[2] == ["/bin/bash"]
