@@ -4,7 +4,9 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
+
+from stardock_hpc.errors import UsageError
 
 
 def write_atomic(path: Path, data: Union[str, bytes], mode: int = 0o644) -> None:
@@ -22,3 +24,22 @@ def write_atomic(path: Path, data: Union[str, bytes], mode: int = 0o644) -> None
         except FileNotFoundError:
             pass
         raise
+
+
+def read_text(path: Path, what: str, max_bytes: Optional[int] = None) -> str:
+    """A user's text file (spec, site config, recipe, batch script), or one UsageError naming
+    the file and what is wrong with it."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a directory, not a {what}") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the {what}: {exc.strerror}") from None
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise UsageError(f"{path}: the {what} is {len(raw)} bytes; at most {max_bytes} are read")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: the {what} is not UTF-8 text (byte {exc.start})") from None

@@ -28,6 +28,7 @@ import yaml
 from stardock_hpc import __version__
 from stardock_hpc.catalog import Catalog
 from stardock_hpc.errors import UsageError
+from stardock_hpc.fsutil import read_text
 from stardock_hpc.import_def import DefImporter
 from stardock_hpc.import_def import lex as lex_def
 from stardock_hpc.import_docker import DockerImporter
@@ -54,20 +55,7 @@ class ImportResult:
 
 def read_recipe(path: Path) -> str:
     """The recipe's text; anything that is not a readable text file is a UsageError naming it."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{path}: recipe not found") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path}: is a directory; name the Dockerfile or .def file in it") from None
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read the recipe: {exc.strerror}") from None
-    if len(raw) > MAX_BYTES:
-        raise UsageError(f"{path}: {len(raw)} bytes is too big for a recipe (at most {MAX_BYTES})")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{path}: not a text file (not UTF-8 at byte {exc.start})") from None
+    text = read_text(path, "recipe", MAX_BYTES)
     if "\x00" in text:
         raise UsageError(f"{path}: not a text file (it contains NUL bytes)")
     return text.lstrip("\ufeff")

@@ -35,6 +35,7 @@ from stardock_hpc.spec import BASE_RE
 SYSTEM_SITE = Path("/etc/stardock/site.yaml")
 ENGINES = ("podman", "apptainer")
 BACKENDS = ("sbatch", "rest", "pyslurm")
+TOKEN_SOURCES = ("auto", "env", "scontrol")  # slurmrestd's JWT: $SLURM_JWT, `scontrol token`, or either
 FAMILIES = ("debian",)
 VOLUME_NAME_RE = r"[a-z][a-z0-9_-]{0,31}"
 PATH_FIELDS = ("user", "uid", "gid", "group", "home")
@@ -88,6 +89,7 @@ class Scheduler:
     backend: str = "sbatch"
     rest_url: Optional[str] = None
     rest_api: str = "auto"
+    rest_token: str = "auto"
     partition: Optional[str] = None
 
 
@@ -212,6 +214,9 @@ def site_type() -> Obj:
                                 pattern_help="an http(s) URL such as http://127.0.0.1:6820")),
             "rest_api": Key(Str(pattern=r"auto|v0\.0\.[0-9]+", pattern_help="auto or v0.0.NN"),
                             default="auto"),
+            "rest_token": Key(Str("Where the slurmrestd token comes from: $SLURM_JWT (env), `scontrol token` "
+                                  "(scontrol), or $SLURM_JWT when set, else scontrol (auto).",
+                                  choices=TOKEN_SOURCES), default="auto"),
             "partition": Key(Str(pattern=r"[A-Za-z0-9_.-]+", pattern_help="a partition name")),
         }, make=lambda **kw: Scheduler(**kw)), default=Scheduler()),
         "policy": Key(Obj({
@@ -318,7 +323,8 @@ def site_settings(site: Site) -> Dict[str, Any]:
         "catalog": [str(p) for p in site.catalog],
         "ca_certificates": [str(p) for p in site.ca_certificates],
         "scheduler": {"backend": site.scheduler.backend, "rest_url": site.scheduler.rest_url,
-                      "rest_api": site.scheduler.rest_api, "partition": site.scheduler.partition},
+                      "rest_api": site.scheduler.rest_api, "rest_token": site.scheduler.rest_token,
+                      "partition": site.scheduler.partition},
         "policy": {"network": site.policy.network, "custom_build": site.policy.custom_build,
                    "pip": site.policy.pip,
                    "limits": {"mem": site.policy.limits.mem, "cpus": site.policy.limits.cpus,

@@ -12,6 +12,7 @@ from typing import Any, Dict, Tuple, Union
 import yaml
 
 from stardock_hpc.errors import UsageError
+from stardock_hpc.fsutil import read_text
 
 KeyPath = Tuple[Union[str, int], ...]
 MAX_BYTES = 1 << 20  # a spec or site config is small; refuse to parse anything huge
@@ -102,18 +103,4 @@ def parse(text: str, path: str) -> Document:
 
 def load(path: Path, what: str) -> Document:
     """Read and parse a YAML file; `what` names it in errors ("environment spec")."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{path}: {what} not found") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path}: is a directory, expected a YAML {what}") from None
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read the {what}: {exc.strerror}") from None
-    if len(raw) > MAX_BYTES:
-        raise UsageError(f"{path}: the {what} is {len(raw)} bytes; at most {MAX_BYTES} are read")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{path}: the {what} is not UTF-8 text (byte {exc.start})") from None
-    return parse(text, str(path))
+    return parse(read_text(path, what, MAX_BYTES), str(path))

@@ -39,8 +39,10 @@ SCRIPT = """\
 set -euo pipefail
 cd "$STARDOCK_OUTPUT"
 source-extractor /data/archive/m51/m51-r.fits -c /opt/m51/default.sex -CATALOG_NAME m51.cat \\
-    -CATALOG_TYPE ASCII_HEAD -PARAMETERS_NAME /opt/m51/sex.param -FILTER N -DETECT_THRESH 5 -VERBOSE_TYPE QUIET
-echo "Source Extractor $(source-extractor --version | awk '{print $4}') in $STARDOCK_ENVIRONMENT, Slurm job $SLURM_JOB_ID"
+    -CATALOG_TYPE ASCII_HEAD -PARAMETERS_NAME /opt/m51/sex.param -FILTER N -DETECT_THRESH 5 \\
+    -VERBOSE_TYPE QUIET
+version=$(source-extractor --version | awk '{print $4}')
+echo "Source Extractor $version in $STARDOCK_ENVIRONMENT, Slurm job $SLURM_JOB_ID"
 echo "sources found in m51-r.fits: $(grep -vc '^#' m51.cat)"
 echo "brightest five (x, y, magnitude):"
 grep -v '^#' m51.cat | sort -g -k5 | head -5 | awk '{printf "  %7.1f %7.1f %7.2f\\n", $2, $3, $5}'

@@ -11,8 +11,8 @@ from typing import List
 import click
 
 from stardock_hpc import __version__, proc
-from stardock_hpc.commands.options import common_options, echo_json, state
-from stardock_hpc.commands.sitecmd import Check, SiteCheckFailed, run_checks
+from stardock_hpc.commands.options import common_options, state
+from stardock_hpc.commands.sitecmd import Check, report_checks, run_checks
 from stardock_hpc.jobs.submit import RUNTIME_SHIM
 from stardock_hpc.resources import data_dir
 from stardock_hpc.site import load_site
@@ -94,15 +94,7 @@ def run_doctor() -> List[Check]:
 @common_options
 def doctor(as_json: bool) -> None:
     """Check this machine, the site config and Slurm for stardock, and say what is wrong."""
-    checks = run_doctor()
-    if as_json:
-        echo_json([{"status": s, "check": w, "detail": d} for s, w, d in checks])
-    else:
-        for status, what, detail in checks:
-            click.echo(f"{status:<4}  {what}: {detail}")
-    failed = [c for c in checks if c[0] == "fail"]
-    if failed:
-        raise SiteCheckFailed(f"{len(failed)} check(s) failed")
+    report_checks(run_doctor(), as_json, "check")
 
 
 COMMANDS = [doctor]

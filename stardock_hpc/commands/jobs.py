@@ -58,7 +58,9 @@ def sbatch(argv) -> None:
         return
     scheduler, source = get_scheduler(req.backend, site)
     if req.debug:
-        click.echo(f"stardock: debug: backend {scheduler.name} (from {source})", err=True)
+        detail = getattr(scheduler, "describe", None)  # the REST backend: URL, API version and why
+        click.echo(f"stardock: debug: backend {scheduler.name} (from {source})"
+                   + (f": {detail()}" if detail else ""), err=True)
     submitted = submit(req, prepared, site, scheduler, cwd, environ_for_sbatch())
     if not submitted.job_id:
         click.echo(submitted.output, nl=False)
@@ -82,7 +84,7 @@ def job_report(job: str, site: Site) -> List[Dict]:
     store = _store(site)
     submit_rec = store.submit(base) or {}
     runs = store.runs(base)
-    scheduler, _ = get_scheduler(None, site)
+    scheduler, _ = get_scheduler(None, site, submit_rec.get("backend"))
     states = scheduler.status([job])
     rows = []
     for job_id, st in sorted(states.items(), key=lambda kv: kv[0]):
@@ -166,9 +168,9 @@ def logs(job: str, follow: bool) -> None:
 @common_options
 def cancel(job: str) -> None:
     """Cancel a job; its container is stopped and nothing of it remains."""
-    split_job_id(job)
+    base, _task = split_job_id(job)
     site = load_site(state().site)
-    scheduler, _ = get_scheduler(None, site)
+    scheduler, _ = get_scheduler(None, site, (_store(site).submit(base) or {}).get("backend"))
     scheduler.cancel(job)
     click.echo(f"cancelled {job}")
 

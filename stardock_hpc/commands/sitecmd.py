@@ -120,16 +120,19 @@ def run_checks(site: Site) -> List[Check]:
 @common_options
 def check(as_json: bool) -> None:
     """Check the site config against this machine (paths, bases, engine, scheduler)."""
-    site = load_site(state().site)
-    checks = run_checks(site)
+    report_checks(run_checks(load_site(state().site)), as_json, "site check")
+
+
+def report_checks(checks: List[Check], as_json: bool, what: str) -> None:
+    """Print checks (or JSON); any failure makes the command fail, after everything is shown."""
     if as_json:
         echo_json([{"status": s, "check": w, "detail": d} for s, w, d in checks])
     else:
-        for status, what, detail in checks:
-            click.echo(f"{status:<4}  {what}: {detail}")
+        for status, name, detail in checks:
+            click.echo(f"{status:<4}  {name}: {detail}")
     failed = [c for c in checks if c[0] == "fail"]
     if failed:
-        raise SiteCheckFailed(f"{len(failed)} site check(s) failed")
+        raise SiteCheckFailed(f"{len(failed)} {what}(s) failed")
 
 
 class SiteCheckFailed(StardockError):

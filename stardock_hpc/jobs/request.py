@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 from stardock_hpc.errors import UsageError
+from stardock_hpc.fsutil import read_text
 from stardock_hpc.jobs.sbatch_options import Option, parse_options, take_option
 
 # stardock's options in `stardock sbatch`, with whether they take a value.
@@ -128,21 +129,16 @@ def parse_command_line(argv: Sequence[str], cwd: Path) -> SubmitRequest:
 
 
 def read_script(path: Path) -> Script:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{path}: batch script not found") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path}: is a directory, not a batch script") from None
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read the batch script: {exc.strerror}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise UsageError(f"{path}: the batch script is not UTF-8 text") from None
+    text = read_text(path, "batch script")
     if not text.startswith("#!"):
         raise UsageError(f"{path}:1: this does not look like a batch script: the first line must start "
                          "with #! followed by the path to an interpreter (as sbatch requires)")
+    return parse_script(text, path)
+
+
+def parse_script(text: str, path: Optional[Path], name: Optional[str] = None) -> Script:
+    """The header and directives of a batch script's text (also of a rendered job script, whose
+    header is the user's, verbatim: the backends that do not run sbatch read it from there)."""
     script = Script(path, text, [])
     for number, line in enumerate(text.splitlines()[1:], start=2):
         stripped = line.strip()
@@ -151,7 +147,7 @@ def read_script(path: Path) -> Script:
         script.header.append(line)
         for prefix, into in (("#SBATCH", script.sbatch_lines), ("#STARDOCK", script.stardock_tokens)):
             if stripped.startswith(prefix) and stripped[len(prefix):len(prefix) + 1] in (" ", "\t"):
-                where = f"{path}:{number}"
+                where = f"{name or path}:{number}"
                 try:
                     tokens = shlex.split(stripped[len(prefix):], comments=True)
                 except ValueError as exc:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-
 from clitools import stardock, stardock_json
 
 pytestmark = [pytest.mark.slurm, pytest.mark.podman]

@@ -483,7 +483,7 @@ def test_cli_output_file_force_and_name(stardock, tmp_path, catalog):
 
 @pytest.mark.parametrize("content, message", [
     (None, "recipe not found"),
-    (b"\x7fELF\x02\x01\x01\x00\x00\x00\xff\xfe\x00garbage", "not a text file"),
+    (b"\x7fELF\x02\x01\x01\x00\x00\x00\xff\xfe\x00garbage", "the recipe is not UTF-8 text"),
     (b"hello world\n", "not a Dockerfile/Containerfile"),
 ])
 def test_cli_bad_input_is_one_clear_error(stardock, tmp_path, content, message):

@@ -1,0 +1,368 @@
+"""sbatch options as a job description, for the backends that do not run sbatch (slurmrestd, pyslurm).
+
+sbatch reads its options from three places: the script's #SBATCH lines, then $SBATCH_* variables,
+then the command line, each winning over the one before. slurmrestd and pyslurm read none of them,
+so these backends must. One table (RULES) says what every sbatch option becomes: a REST job field
+(v0.0.38 names; rest_versions renames them for older API versions) with its converter, and the
+pyslurm JobSubmitDescription attribute where the meaning is the same. What a backend cannot carry
+is refused by name with the reason, never dropped.
+"""
+from __future__ import annotations
+
+import os
+import re
+import resource
+import socket
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from stardock_hpc.errors import UsageError
+from stardock_hpc.jobs.request import parse_script
+from stardock_hpc.jobs.sbatch_options import LONG, Option
+
+
+class Refused(Exception):
+    """A value this backend cannot carry (the message says why)."""
+
+
+@dataclass(frozen=True)
+class Ctx:
+    cwd: str                                  # where the user submitted from
+
+
+Conv = Callable[[Optional[str], Ctx], Any]
+
+
+def text(value: Optional[str], _ctx: Ctx) -> Any:
+    return value
+
+
+def integer(value: Optional[str], _ctx: Ctx) -> Any:
+    if value is None or not re.fullmatch(r"[0-9]+", value.strip()):
+        raise UsageError(f"{value!r} is not a whole number")
+    return int(value)
+
+
+def minutes(value: Optional[str], _ctx: Ctx) -> Any:
+    """sbatch's time formats (Slurm's time_str2mins): M, M:S, H:M:S, D-H, D-H:M, D-H:M:S, rounded
+    up to whole minutes; -1, INFINITE and UNLIMITED stay a word the server reads as sbatch does."""
+    v = (value or "").strip()
+    if v.upper() in ("-1", "INFINITE", "UNLIMITED"):
+        return "UNLIMITED"
+    match = re.fullmatch(r"(?:([0-9]+)-([0-9]+)(?::([0-9]+)(?::([0-9]+))?)?)|([0-9]+)(?::([0-9]+)(?::([0-9]+))?)?", v)
+    if not match:
+        raise UsageError(f"{value!r} is not a Slurm time (minutes, M:S, H:M:S, D-H, D-H:M or D-H:M:S)")
+    d, h, m, s, a, b, c = (int(x) if x else 0 for x in match.groups())
+    if match.group(1) is None:
+        h, m, s = (a, b, c) if match.group(7) else (0, a, b)
+    seconds = ((d * 24 + h) * 60 + m) * 60 + s
+    return (seconds + 59) // 60
+
+
+def megabytes(value: Optional[str], _ctx: Ctx) -> Any:
+    """sbatch's sizes (Slurm's str_to_mbytes): a number of MB, or with a K, M, G or T suffix."""
+    match = re.fullmatch(r"([0-9]+)([KkMmGgTt]?)", (value or "").strip())
+    if not match:
+        raise UsageError(f"{value!r} is not a size (a number of megabytes, or with a K, M, G or T suffix)")
+    number, unit = int(match.group(1)), match.group(2).upper()
+    return {"K": (number + 1023) // 1024, "": number, "M": number, "G": number << 10, "T": number << 20}[unit]
+
+
+def absolute(value: Optional[str], ctx: Ctx) -> Any:
+    # slurmrestd would resolve a relative path against its own working directory: sbatch's is the user's
+    return value if (value or "").startswith("/") else f"{ctx.cwd}/{value}"
+
+
+def nice(value: Optional[str], _ctx: Ctx) -> Any:
+    if value is None:
+        return 100  # sbatch's --nice without a value
+    if not re.fullmatch(r"[-+]?[0-9]+", value.strip()):
+        raise UsageError(f"{value!r} is not a whole number")
+    return int(value)
+
+
+def const(result: Any) -> Conv:
+    return lambda _value, _ctx: result
+
+
+def yes_no(value: Optional[str], _ctx: Ctx) -> Any:
+    if (value or "").lower() not in ("yes", "no"):
+        raise UsageError(f"{value!r}: give yes or no")
+    return value.lower() == "yes"  # type: ignore[union-attr]
+
+
+def signal(value: Optional[str], _ctx: Ctx) -> Any:
+    if (value or "").upper().startswith("B:"):
+        raise Refused("slurmrestd 22.05 rejects the B: flag (\"Invalid SIGNAL specification\")")
+    return value
+
+
+def exclusive(value: Optional[str], _ctx: Ctx) -> Any:
+    return value or "exclusive"  # what slurmrestd 22.05 reads as a bare --exclusive (not "true")
+
+
+@dataclass(frozen=True)
+class Rule:
+    rest: Optional[str]                   # the REST job field (v0.0.38 name); None: REST cannot carry it
+    conv: Conv = text
+    pyslurm: Optional[str] = None         # the JobSubmitDescription attribute; None: pyslurm cannot
+    py_conv: Optional[Conv] = None        # pyslurm's value, when it differs from the REST one
+    rest_why: str = ""                    # why REST refuses it
+    py_why: str = ""                      # why pyslurm refuses it
+
+
+def same(rest: str, conv: Conv = text, pyslurm: Optional[str] = None, py_conv: Optional[Conv] = None) -> Rule:
+    return Rule(rest, conv, pyslurm or rest, py_conv)
+
+
+def rest_only(rest: str, conv: Conv = text, py_why: str = "JobSubmitDescription has no such attribute") -> Rule:
+    return Rule(rest, conv, None, None, "", py_why)
+
+
+def py_only(pyslurm: str, rest_why: str, py_conv: Conv = text) -> Rule:
+    return Rule(None, text, pyslurm, py_conv, rest_why)
+
+
+def neither(why: str, py_why: str = "") -> Rule:
+    return Rule(None, text, None, None, why, py_why or why)
+
+
+DISABLED = "disabled in slurmrestd (it refuses the field)"
+NO_ATTR = "JobSubmitDescription has no such attribute"
+# Options that change only what the submitting command does, not the job: each backend honours them
+# itself (stardock prints what sbatch would), so they are carried, not dropped.
+CLIENT_SIDE = {"parsable", "quiet", "verbose", "ignore-pbs", "export", "wrap"}
+
+RULES: Dict[str, Rule] = {
+    "account": same("account"),
+    "acctg-freq": same("account_gather_frequency", pyslurm="accounting_gather_frequency"),
+    "array": same("array"),
+    "batch": same("batch_features", pyslurm="batch_constraints"),
+    "bb": rest_only("burst_buffer"),
+    "bbf": neither("a burst buffer file is read by sbatch on the submit host"),
+    "begin": same("begin_time"),
+    "chdir": same("current_working_directory", absolute, pyslurm="working_directory"),
+    "cluster-constraint": same("cluster_constraint", pyslurm="cluster_constraints"),
+    "clusters": py_only("clusters", "slurmrestd submits to its own cluster only (" + DISABLED + ")"),
+    "comment": same("comment"),
+    "constraint": same("constraints"),
+    "container": same("container"),
+    "contiguous": py_only("requires_contiguous_nodes", DISABLED, const(True)),
+    "core-spec": same("core_specification", integer, pyslurm="cores_reserved_for_system"),
+    "cores-per-socket": same("cores_per_socket", integer),
+    "cpu-freq": same("cpu_frequency"),
+    "cpus-per-gpu": same("cpus_per_gpu", py_conv=integer),
+    "cpus-per-task": same("cpus_per_task", integer),
+    "deadline": same("deadline"),
+    "delay-boot": same("delay_boot", pyslurm="delay_boot_time"),
+    "dependency": same("dependency", pyslurm="dependencies"),
+    "distribution": same("distribution"),
+    "error": same("standard_error"),
+    "exclude": same("exclude_nodes", pyslurm="excluded_nodes"),
+    "exclusive": Rule("exclusive", exclusive, "resource_sharing",
+                      lambda v, _c: {None: "no", "user": "user", "mcs": "mcs"}.get(v, v)),
+    "export-file": neither("the file is read by sbatch on the submit host"),
+    "extra-node-info": neither(DISABLED, NO_ATTR),
+    # slurmrestd 22.05 reads null as the bare flag (true is "Invalid ... specification")
+    "get-user-env": Rule("get_user_environment", text, "get_user_environment", lambda v, _c: v or True),
+    "gid": py_only("group_id", "slurmrestd runs the job as the token's user and group"),
+    "gpu-bind": same("gpu_binding"),
+    "gpu-freq": rest_only("gpu_frequency"),
+    "gpus": same("gpus"),
+    "gpus-per-node": rest_only("gpus_per_node", "pyslurm takes GPUs per node through gres_per_node"),
+    "gpus-per-socket": same("gpus_per_socket"),
+    "gpus-per-task": same("gpus_per_task"),
+    "gres": same("gres", pyslurm="gres_per_node"),
+    "gres-flags": same("gres_flags", pyslurm="gres_binding"),
+    "help": neither("it asks sbatch for its help text, it does not describe a job"),
+    "hint": neither("sbatch turns --hint into socket, core and thread requests itself; slurmrestd does not "
+                    "(the job would differ)", NO_ATTR),
+    "hold": Rule("hold", const(True), "priority", const(0)),
+    "input": same("standard_input", pyslurm="standard_in"),
+    "job-name": same("name"),
+    "kill-on-invalid-dep": same("kill_on_invalid_dependency", yes_no),
+    "licenses": same("licenses"),
+    "mail-type": same("mail_type", pyslurm="mail_types"),
+    "mail-user": same("mail_user"),
+    "mcs-label": same("mcs_label"),
+    "mem": same("memory_per_node", megabytes),
+    "mem-bind": rest_only("memory_binding"),
+    "mem-per-cpu": same("memory_per_cpu", megabytes),
+    "mem-per-gpu": same("memory_per_gpu", megabytes),
+    "mincpus": same("minimum_cpus_per_node", integer, pyslurm="min_cpus_per_node"),
+    "network": py_only("network", DISABLED),
+    "nice": same("nice", nice),
+    "no-kill": same("no_kill", text, pyslurm="kill_on_node_fail",  # null: the bare flag, as above
+                    py_conv=lambda v, _c: (v or "").lower() == "off"),
+    # slurmrestd 22.05 ignores "requeue": false; its no_requeue field works
+    "no-requeue": Rule("no_requeue", const(True), "is_requeueable", const(False)),
+    "nodefile": neither("the file is read by sbatch on the submit host"),
+    "nodelist": same("nodelist", pyslurm="required_nodes"),
+    # sbatch's spelling: the schema's [min, max] list loses the maximum in 22.05 ([1, 2] gives NumNodes=1)
+    "nodes": same("nodes"),
+    "ntasks": same("tasks", integer, pyslurm="ntasks"),
+    "ntasks-per-core": same("tasks_per_core", integer, pyslurm="ntasks_per_core"),
+    "ntasks-per-gpu": same("ntasks_per_gpu", integer),
+    "ntasks-per-node": same("tasks_per_node", integer, pyslurm="ntasks_per_node"),
+    "ntasks-per-socket": same("tasks_per_socket", integer, pyslurm="ntasks_per_socket"),
+    "open-mode": same("open_mode", pyslurm="log_files_open_mode"),
+    "output": same("standard_output"),
+    "overcommit": py_only("overcommit", DISABLED, const(True)),
+    "oversubscribe": py_only("resource_sharing", DISABLED, const("yes")),
+    "partition": same("partition", pyslurm="partitions"),
+    "power": neither(DISABLED, NO_ATTR),
+    "prefer": rest_only("prefer"),
+    "priority": same("priority", py_conv=integer),
+    "profile": same("profile", pyslurm="profile_types"),
+    "propagate": neither(DISABLED, NO_ATTR),
+    "qos": same("qos"),
+    "reboot": py_only("requires_node_reboot", DISABLED, const(True)),
+    "requeue": same("requeue", const(True), pyslurm="is_requeueable"),
+    "reservation": same("reservation", pyslurm="reservations"),
+    "signal": same("signal", signal, py_conv=text),
+    "sockets-per-node": same("sockets_per_node", integer),
+    "spread-job": same("spread_job", const(True), pyslurm="spreads_over_nodes"),
+    "switches": py_only("switches", DISABLED),
+    "test-only": neither("it asks whether the job could run and submits nothing; use --backend sbatch"),
+    "thread-spec": same("thread_specification", integer, pyslurm="threads_reserved_for_system"),
+    "threads-per-core": same("threads_per_core", integer),
+    "time": same("time_limit", minutes, py_conv=text),
+    "time-min": same("time_minimum", minutes, pyslurm="time_limit_min", py_conv=text),
+    "tmp": same("temporary_disk_per_node", megabytes, py_conv=text),
+    "uid": py_only("user_id", "slurmrestd runs the job as the token's user"),
+    "usage": neither("it asks sbatch for its usage text, it does not describe a job"),
+    "use-min-nodes": same("minimum_nodes", const(True), pyslurm="use_min_nodes"),
+    "version": neither("it asks sbatch for its version, it does not describe a job"),
+    "wait": neither("waiting for the job's end is sbatch's own loop; use `stardock status` instead"),
+    "wait-all-nodes": same("wait_all_nodes", text, py_conv=lambda v, _c: (v or "").strip() == "1"),
+    "wckey": same("wckey"),
+}
+# Options whose fields exclude each other: the one from the later place wins, as with sbatch.
+EXCLUSIVE_GROUPS = (("mem", "mem-per-cpu", "mem-per-gpu"), ("requeue", "no-requeue"))
+
+# sbatch's input environment variables (man sbatch, 22.05) and the options they stand for.
+ENV_OPTIONS: Dict[str, str] = {
+    "SBATCH_ACCOUNT": "account", "SBATCH_ACCTG_FREQ": "acctg-freq", "SBATCH_ARRAY_INX": "array",
+    "SBATCH_BATCH": "batch", "SBATCH_CLUSTERS": "clusters", "SLURM_CLUSTERS": "clusters",
+    "SBATCH_CONSTRAINT": "constraint", "SBATCH_CONTAINER": "container", "SBATCH_CORE_SPEC": "core-spec",
+    "SBATCH_CPUS_PER_GPU": "cpus-per-gpu", "SBATCH_DEBUG": "verbose", "SBATCH_DELAY_BOOT": "delay-boot",
+    "SBATCH_DISTRIBUTION": "distribution", "SBATCH_EXCLUSIVE": "exclusive", "SBATCH_EXPORT": "export",
+    "SBATCH_GET_USER_ENV": "get-user-env", "SBATCH_GPU_BIND": "gpu-bind", "SBATCH_GPU_FREQ": "gpu-freq",
+    "SBATCH_GPUS": "gpus", "SBATCH_GPUS_PER_NODE": "gpus-per-node", "SBATCH_GPUS_PER_TASK": "gpus-per-task",
+    "SBATCH_GRES": "gres", "SBATCH_GRES_FLAGS": "gres-flags", "SBATCH_HINT": "hint",
+    "SBATCH_IGNORE_PBS": "ignore-pbs", "SBATCH_JOB_NAME": "job-name", "SBATCH_MEM_BIND": "mem-bind",
+    "SBATCH_MEM_PER_CPU": "mem-per-cpu", "SBATCH_MEM_PER_GPU": "mem-per-gpu", "SBATCH_MEM_PER_NODE": "mem",
+    "SBATCH_NETWORK": "network", "SBATCH_NO_KILL": "no-kill", "SBATCH_NO_REQUEUE": "no-requeue",
+    "SBATCH_OPEN_MODE": "open-mode", "SBATCH_OVERCOMMIT": "overcommit", "SBATCH_PARTITION": "partition",
+    "SBATCH_POWER": "power", "SBATCH_PROFILE": "profile", "SBATCH_QOS": "qos", "SBATCH_REQ_SWITCH": "switches",
+    "SBATCH_REQUEUE": "requeue", "SBATCH_RESERVATION": "reservation", "SBATCH_SIGNAL": "signal",
+    "SBATCH_SPREAD_JOB": "spread-job", "SBATCH_THREAD_SPEC": "thread-spec",
+    "SBATCH_THREADS_PER_CORE": "threads-per-core", "SBATCH_TIMELIMIT": "time",
+    "SBATCH_USE_MIN_NODES": "use-min-nodes", "SBATCH_WAIT": "wait", "SBATCH_WAIT_ALL_NODES": "wait-all-nodes",
+    "SBATCH_WCKEY": "wckey",
+}
+
+
+def env_options(environ: Mapping[str, str]) -> List[Option]:
+    out = []
+    for var, name in ENV_OPTIONS.items():
+        if var in environ:
+            value = None if LONG[name] == "none" or (LONG[name] == "optional" and not environ[var]) \
+                else environ[var]
+            out.append(Option(name, value, (f"{var}={environ[var]}",)))
+    return out
+
+
+def gather(script: str, command_line: Sequence[Option], environ: Mapping[str, str],
+           where: str = "job script") -> Tuple[List[Option], List[str]]:
+    """Every sbatch option of a submission, lowest precedence first (the #SBATCH lines, then
+    $SBATCH_*, then the command line), and the script's #PBS lines (which sbatch also reads)."""
+    parsed = parse_script(script, None, where)
+    directives = [o for _line, opts in parsed.sbatch_lines for o in opts]
+    pbs = [line.strip() for line in parsed.header if line.strip().startswith("#PBS")]
+    return directives + env_options(environ) + list(command_line), pbs
+
+
+def _spelled(option: Option) -> str:
+    return " ".join(option.tokens) if option.tokens else f"--{option.name}"
+
+
+def describe(options: Iterable[Option], ctx: Ctx, backend: str) -> Dict[str, Any]:
+    """The job fields (REST names for backend "rest", JobSubmitDescription attributes for
+    "pyslurm") of options given lowest precedence first. Raises one UsageError naming every
+    option the backend cannot carry."""
+    fields: Dict[str, Any] = {}
+    origin: Dict[str, str] = {}        # field -> the option that set it
+    refused: List[str] = []
+    for option in options:
+        if option.name in CLIENT_SIDE:
+            continue
+        rule = RULES.get(option.name)
+        target = None if rule is None else (rule.rest if backend == "rest" else rule.pyslurm)
+        if rule is None or target is None:
+            why = "not known to stardock" if rule is None else (rule.rest_why if backend == "rest" else rule.py_why)
+            refused.append(f"{_spelled(option)}: {why}")
+            continue
+        conv = rule.conv if backend == "rest" or rule.py_conv is None else rule.py_conv
+        try:
+            value = conv(option.value, ctx)
+        except Refused as exc:
+            refused.append(f"{_spelled(option)}: {exc}")
+            continue
+        except UsageError as exc:
+            raise UsageError(f"{_spelled(option)}: {exc.message}") from None
+        for group in EXCLUSIVE_GROUPS:
+            if option.name in group:
+                for other in group:
+                    other_rule = RULES[other]
+                    other_field = other_rule.rest if backend == "rest" else other_rule.pyslurm
+                    if other != option.name and other_field and origin.get(other_field) == other:
+                        del fields[other_field], origin[other_field]
+        fields[target] = value
+        origin[target] = option.name
+    if refused:
+        raise UsageError(f"the {backend} backend cannot carry these sbatch options:\n  " + "\n  ".join(refused),
+                         hint="drop them, or submit with --backend sbatch")
+    return fields
+
+
+def export_environment(value: Optional[str], environ: Mapping[str, str]) -> Dict[str, str]:
+    """The job's environment under sbatch's --export: ALL (the default) sends the submitting
+    environment; ALL,VAR=value,... adds or replaces variables. NONE and lists without ALL make
+    Slurm load the user's login environment on the node, which these backends cannot ask for."""
+    env = dict(environ)
+    if value is None:
+        return env
+    words = [w for w in value.split(",") if w]
+    if not words or words[0].upper() != "ALL":
+        raise UsageError(f"--export={value}: only ALL and ALL,VAR[=value],... can be sent without sbatch "
+                         "(NONE and bare lists need sbatch's login-environment loading)",
+                         hint="use --backend sbatch for this job")
+    for word in words[1:]:
+        name, eq, val = word.partition("=")
+        if eq:
+            env[name] = val
+    return env  # a bare VAR after ALL is already in the environment
+
+
+RLIMITS = {"CPU": "RLIMIT_CPU", "FSIZE": "RLIMIT_FSIZE", "DATA": "RLIMIT_DATA", "STACK": "RLIMIT_STACK",
+           "CORE": "RLIMIT_CORE", "RSS": "RLIMIT_RSS", "NPROC": "RLIMIT_NPROC", "NOFILE": "RLIMIT_NOFILE",
+           "MEMLOCK": "RLIMIT_MEMLOCK", "AS": "RLIMIT_AS"}
+
+
+def submit_environment(env: Mapping[str, str], cwd: str) -> Dict[str, str]:
+    """The variables sbatch adds to a job's environment (sbatch.c's _set_submit_dir_env,
+    _set_umask_env, _set_prio_process_env, _set_rlimit_env): the job sees SLURM_SUBMIT_DIR/HOST,
+    and slurmd applies the submitter's umask, nice value and resource limits from them."""
+    out = dict(env)
+    out["SLURM_SUBMIT_DIR"] = cwd
+    out["SLURM_SUBMIT_HOST"] = socket.gethostname()
+    if "SLURM_UMASK" not in out:
+        mask = os.umask(0)
+        os.umask(mask)
+        out["SLURM_UMASK"] = f"0{mask >> 6 & 7}{mask >> 3 & 7}{mask & 7}"
+    out["SLURM_PRIO_PROCESS"] = str(os.getpriority(os.PRIO_PROCESS, 0))
+    for name, attr in RLIMITS.items():
+        soft, _hard = resource.getrlimit(getattr(resource, attr))
+        out[f"SLURM_RLIMIT_{name}"] = str(soft if soft != resource.RLIM_INFINITY else (1 << 64) - 1)
+    return out

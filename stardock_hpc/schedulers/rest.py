@@ -1,0 +1,189 @@
+"""The slurmrestd backend: the same rendered job script as sbatch gets, sent over HTTP.
+
+slurmrestd reads no #SBATCH line and no $SBATCH_* variable: the job description is built here from
+all three (job_options), with what sbatch itself would fill in (job name, working directory, the
+exported environment). Status and accounting come from /slurm (slurmctld's view) and /slurmdb
+(the accounting, with the steps' MaxRSS).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+from stardock_hpc.errors import ExternalError, UsageError
+from stardock_hpc.schedulers import rest_versions
+from stardock_hpc.schedulers.base import JobState, Scheduler, Submission, Submitted
+from stardock_hpc.schedulers.job_options import (
+    RULES,
+    Ctx,
+    describe,
+    export_environment,
+    gather,
+    submit_environment,
+)
+from stardock_hpc.schedulers.rest_client import RestClient, RestError, TokenSource, describe_errors, error_list
+from stardock_hpc.site import Site
+
+HELD = 2042                          # "Job is in held state, pending scheduler release": sbatch says nothing
+ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING",
+          "SIGNALING", "STAGE_OUT", "STOPPED"}
+
+
+def job_description(submission: Submission, missing: frozenset = frozenset()) -> Dict[str, Any]:
+    """The REST request body for a submission (pure: unit-tested without a server)."""
+    options, pbs = gather(submission.script, submission.options, submission.environ)
+    names = {o.name for o in options}
+    if pbs and "ignore-pbs" not in names:
+        raise UsageError("the job script has #PBS lines, which sbatch would read but slurmrestd cannot:\n  "
+                         + "\n  ".join(pbs), hint="turn them into #SBATCH lines, or add --ignore-pbs")
+    fields = describe(options, Ctx(str(submission.cwd)), "rest")
+    unknown = sorted(f for f in fields if f in missing)
+    if unknown:
+        by_field = {rule.rest: name for name, rule in RULES.items()}
+        raise UsageError("this slurmrestd's API version cannot carry: "
+                         + ", ".join(f"--{by_field.get(f, f)}" for f in unknown),
+                         hint="use --backend sbatch, or a newer slurmrestd")
+    export = [o.value for o in options if o.name == "export"]
+    environment = export_environment(export[-1] if export else None, submission.environ)
+    fields["environment"] = submit_environment(environment, str(submission.cwd))
+    # what sbatch fills in itself: the script's file name as the job's name, the submit directory
+    fields.setdefault("name", submission.script_name or "sbatch")
+    fields.setdefault("current_working_directory", str(submission.cwd))
+    return {"script": rest_versions.script_with_args(submission.script, submission.args), "job": fields}
+
+
+def exit_code(wait_status: Optional[int]) -> Optional[str]:
+    """sacct's ExitCode (exit:signal) from a raw wait status."""
+    if wait_status is None or wait_status < 0:
+        return None
+    return f"{(wait_status >> 8) & 0xFF}:{wait_status & 0x7F}"
+
+
+def db_exit_code(value: Any, state: str) -> Optional[str]:
+    """The accounting's exit code, trusted only where rest_versions.DB_EXIT_CODE_UNRELIABLE allows:
+    a signal, or 0 for a job that COMPLETED."""
+    if not isinstance(value, dict):
+        return None
+    if value.get("status") == "SIGNALED":
+        return f"0:{(value.get('signal') or {}).get('signal_id', 0)}"
+    if value.get("status") == "SUCCESS":
+        return "0:0" if state == "COMPLETED" or not rest_versions.DB_EXIT_CODE_UNRELIABLE else None
+    return None
+
+
+def duration(seconds: Optional[float]) -> Optional[str]:
+    """sacct's Elapsed format: [D-]HH:MM:SS."""
+    if seconds is None or seconds < 0:
+        return None
+    s = int(seconds)
+    days, rest = divmod(s, 86400)
+    text = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+    return f"{days}-{text}" if days else text
+
+
+def max_rss(step: Dict[str, Any]) -> Optional[str]:
+    """A step's MaxRSS as sacct prints it (KiB with a K), from tres.requested.max."""
+    for tres in ((step.get("tres") or {}).get("requested") or {}).get("max") or []:
+        if tres.get("type") == "mem" and isinstance(tres.get("count"), int):
+            return f"{tres['count'] // 1024}K"
+    return None
+
+
+def _key(job: Dict[str, Any]) -> str:
+    array_id, task = job.get("array_job_id"), job.get("array_task_id")
+    if array_id and task is not None:
+        return f"{array_id}_{task}"
+    if array_id and job.get("array_task_string"):
+        return f"{array_id}_[{job['array_task_string']}]"
+    return str(job.get("job_id"))
+
+
+class RestScheduler(Scheduler):
+    name = "rest"
+
+    def __init__(self, client: RestClient) -> None:
+        self.client = client
+
+    @classmethod
+    def from_site(cls, site: Site) -> RestScheduler:
+        if not site.scheduler.rest_url:
+            raise UsageError(f"the rest backend needs scheduler.rest_url in the site config ({site.source})",
+                             hint="e.g. scheduler: {backend: rest, rest_url: http://slurmrestd.example:6820}")
+        return cls(RestClient(site.scheduler.rest_url, site.scheduler.rest_api,
+                              TokenSource(site.scheduler.rest_token)))
+
+    def describe(self) -> str:
+        version = self.client.version
+        return f"slurmrestd {self.client.url}, API {version.name} ({self.client.version_source})"
+
+    def submit(self, submission: Submission) -> Submitted:
+        version = self.client.version
+        body = job_description(submission, version.missing)
+        status, data = self.client.call("POST", version.submit_path(), body)
+        errors = error_list(data)
+        job_id = data.get("job_id") if isinstance(data, dict) else None
+        if status != 200 or not isinstance(job_id, int) or job_id <= 0:
+            raise ExternalError(f"slurmrestd refused the job (HTTP {status}): {describe_errors(errors) or data}")
+        said = [text for code, text in errors if code != HELD]
+        if data.get("job_submit_user_msg"):
+            said.append(str(data["job_submit_user_msg"]))
+        return Submitted(str(job_id), None, str(job_id), "".join(f"sbatch: {m}\n" for m in said))
+
+    # --- asking about jobs -----------------------------------------------------------------------
+    def _controller(self, job_id: str) -> List[Dict[str, Any]]:
+        status, data = self.client.call("GET", self.client.version.job_path(job_id))
+        errors = error_list(data)
+        if status == 200 and isinstance(data.get("jobs"), list):
+            return data["jobs"]
+        if errors and all(code in rest_versions.NO_SUCH_JOB for code, _ in errors):
+            return []  # slurmctld has forgotten it (MinJobAge): the accounting still knows
+        raise RestError(f"slurmrestd could not show job {job_id} (HTTP {status}): {describe_errors(errors)}")
+
+    def _accounting(self, job_id: str) -> List[Dict[str, Any]]:
+        status, data = self.client.call("GET", self.client.version.db_job_path(job_id))
+        jobs = data.get("jobs") if isinstance(data, dict) else None
+        if status == 200 and isinstance(jobs, list):
+            return jobs
+        return []  # no accounting (yet): records lag the job's end; slurmctld's view stands
+
+    def status(self, job_ids: Sequence[str]) -> Dict[str, JobState]:
+        states: Dict[str, JobState] = {}
+        for job_id in job_ids:
+            for job in self._controller(job_id):
+                key = _key(job)
+                start, end = job.get("start_time") or 0, job.get("end_time") or 0
+                state = str(job.get("job_state", "UNKNOWN"))
+                elapsed = (end if state not in ACTIVE else time.time()) - start if start else 0
+                states[key] = JobState(key, state, exit_code(job.get("exit_code")),
+                                       duration(elapsed), None, job.get("name"))
+            for job in self._accounting(job_id):
+                self._merge(states, job)
+        return states
+
+    def _merge(self, states: Dict[str, JobState], job: Dict[str, Any]) -> None:
+        array = job.get("array") or {}
+        task = array.get("task_id")
+        key = f"{array['job_id']}_{task}" if array.get("job_id") and task not in (None, 4294967294) \
+            else str(job.get("job_id"))
+        current = str((job.get("state") or {}).get("current", "UNKNOWN"))
+        if key not in states:
+            states[key] = JobState(key, current, db_exit_code(job.get("exit_code"), current),
+                                   duration((job.get("time") or {}).get("elapsed")), None, job.get("name"))
+        st = states[key]
+        for step in job.get("steps") or []:
+            step_name = str((step.get("step") or {}).get("name") or (step.get("step") or {}).get("id"))
+            step_state = str(step.get("state") or "UNKNOWN")
+            rss = max_rss(step)
+            st.steps.append({"JobID": f"{key}.{step_name}", "JobName": step_name, "State": step_state,
+                             "ExitCode": db_exit_code(step.get("exit_code"), step_state) or "",
+                             "Elapsed": duration((step.get("time") or {}).get("elapsed")) or "",
+                             "MaxRSS": rss or ""})
+            if rss and (st.max_rss is None or int(rss[:-1]) > int(st.max_rss[:-1])):
+                st.max_rss = rss
+
+    def cancel(self, job_id: str) -> None:
+        status, data = self.client.call("DELETE", self.client.version.job_path(job_id))
+        errors = error_list(data)
+        if status != 200 or errors:
+            raise ExternalError(f"slurmrestd could not cancel job {job_id} (HTTP {status}): "
+                                f"{describe_errors(errors)}")
