@@ -7,8 +7,9 @@ exported environment). Status and accounting come from /slurm (slurmctld's view)
 """
 from __future__ import annotations
 
+import shlex
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from stardock_hpc.errors import ExternalError, UsageError
 from stardock_hpc.schedulers import rest_versions
@@ -21,9 +22,17 @@ from stardock_hpc.schedulers.job_options import (
     gather,
     submit_environment,
 )
-from stardock_hpc.schedulers.rest_client import RestClient, RestError, TokenSource, describe_errors, error_list
+from stardock_hpc.schedulers.rest_client import (
+    OutcomeUnknown,
+    RestClient,
+    RestError,
+    TokenSource,
+    describe_errors,
+    error_list,
+)
 from stardock_hpc.site import Site
 
+_CLIENTS: Dict[Tuple[str, str, str], RestClient] = {}
 HELD = 2042                          # "Job is in held state, pending scheduler release": sbatch says nothing
 ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING",
           "SIGNALING", "STAGE_OUT", "STOPPED"}
@@ -98,6 +107,16 @@ def _key(job: Dict[str, Any]) -> str:
     return str(job.get("job_id"))
 
 
+def _db_key(job: Dict[str, Any]) -> str:
+    array = job.get("array") or {}
+    array_id, task = array.get("job_id"), array.get("task_id")
+    if array_id and isinstance(task, int) and task < 4294967294:
+        return f"{array_id}_{task}"
+    if array_id and array.get("task"):
+        return f"{array_id}_[{array['task']}]"
+    return str(job.get("job_id"))
+
+
 class RestScheduler(Scheduler):
     name = "rest"
 
@@ -109,8 +128,10 @@ class RestScheduler(Scheduler):
         if not site.scheduler.rest_url:
             raise UsageError(f"the rest backend needs scheduler.rest_url in the site config ({site.source})",
                              hint="e.g. scheduler: {backend: rest, rest_url: http://slurmrestd.example:6820}")
-        return cls(RestClient(site.scheduler.rest_url, site.scheduler.rest_api,
-                              TokenSource(site.scheduler.rest_token)))
+        key = (site.scheduler.rest_url, site.scheduler.rest_api, site.scheduler.rest_token)
+        if key not in _CLIENTS:  # one token, discovery and connection pool per process (logs --follow)
+            _CLIENTS[key] = RestClient(key[0], key[1], TokenSource(key[2]))
+        return cls(_CLIENTS[key])
 
     def describe(self) -> str:
         version = self.client.version
@@ -119,7 +140,11 @@ class RestScheduler(Scheduler):
     def submit(self, submission: Submission) -> Submitted:
         version = self.client.version
         body = job_description(submission, version.missing)
-        status, data = self.client.call("POST", version.submit_path(), body)
+        try:
+            status, data = self.client.call("POST", version.submit_path(), body)
+        except OutcomeUnknown as exc:
+            raise OutcomeUnknown(exc.message, hint="look for the job before submitting again: squeue --me "
+                                 f"--name={shlex.quote(body['job']['name'])}") from None
         errors = error_list(data)
         job_id = data.get("job_id") if isinstance(data, dict) else None
         if status != 200 or not isinstance(job_id, int) or job_id <= 0:
@@ -133,7 +158,7 @@ class RestScheduler(Scheduler):
     def _controller(self, job_id: str) -> List[Dict[str, Any]]:
         status, data = self.client.call("GET", self.client.version.job_path(job_id))
         errors = error_list(data)
-        if status == 200 and isinstance(data.get("jobs"), list):
+        if status == 200 and isinstance(data, dict) and isinstance(data.get("jobs"), list):
             return data["jobs"]
         if errors and all(code in rest_versions.NO_SUCH_JOB for code, _ in errors):
             return []  # slurmctld has forgotten it (MinJobAge): the accounting still knows
@@ -160,11 +185,11 @@ class RestScheduler(Scheduler):
                 self._merge(states, job)
         return states
 
-    def _merge(self, states: Dict[str, JobState], job: Dict[str, Any]) -> None:
-        array = job.get("array") or {}
-        task = array.get("task_id")
-        key = f"{array['job_id']}_{task}" if array.get("job_id") and task not in (None, 4294967294) \
-            else str(job.get("job_id"))
+    @staticmethod
+    def _merge(states: Dict[str, JobState], job: Dict[str, Any]) -> None:
+        key = _db_key(job)
+        if key not in states:  # a pending array's one record, under the name slurmctld gives it
+            key = next((k for k in states if k.startswith(f"{key}_[")), key)
         current = str((job.get("state") or {}).get("current", "UNKNOWN"))
         if key not in states:
             states[key] = JobState(key, current, db_exit_code(job.get("exit_code"), current),

@@ -30,7 +30,6 @@ SUBMIT_READ_TIMEOUT = 60.0
 ATTEMPTS = 3                 # for requests that may be repeated
 BACKOFF = 0.5                # seconds, doubled after each failed attempt
 REFRESH_MARGIN = 60.0        # get a new token when the current one expires within this many seconds
-TOKEN_LIFESPAN = 1800        # seconds asked of `scontrol token`
 _DISCOVERED: Dict[str, List[str]] = {}   # base URL -> versions offered (one /openapi per process)
 
 
@@ -102,19 +101,21 @@ class TokenSource:
         env_value = self.environ.get("SLURM_JWT", "").strip()
         if self.mode in ("auto", "env") and env_value:
             token = Token.parse(env_value, "$SLURM_JWT")
-            if not token.expires_within(0) or self.mode == "env":
-                if token.expires_within(0):
-                    raise UsageError(f"$SLURM_JWT expired at {time.ctime(token.expires)}",  # type: ignore[arg-type]
-                                     hint="get a new one: export $(scontrol token)")
+            if not token.expires_within(0):
                 return token
+            if self.mode == "env":  # auto: an expired $SLURM_JWT gives way to a new token from scontrol
+                raise UsageError(f"$SLURM_JWT expired at {time.ctime(token.expires or 0)}",
+                                 hint="get a new one: export $(scontrol token)")
         if self.mode == "env":
             raise UsageError("no token for slurmrestd: $SLURM_JWT is not set (the site config says "
                              "scheduler.rest_token: env)", hint="export $(scontrol token)")
-        out = self.run(["scontrol", "token", f"lifespan={TOKEN_LIFESPAN}"], check=False, timeout=30)
+        # the site's default lifespan: a longer one asked for may be over the site's limit
+        out = self.run(["scontrol", "token"], check=False, timeout=30)
         line = next((ln for ln in out.stdout.splitlines() if ln.startswith("SLURM_JWT=")), "")
         if not out.ok or not line:
             why = out.tail(1) or f"exit {out.returncode}"
-            raise UsageError(f"no token for slurmrestd: $SLURM_JWT is not set and `scontrol token` failed: {why}",
+            env_state = "expired" if env_value else "not set"
+            raise UsageError(f"no token for slurmrestd: $SLURM_JWT is {env_state} and `scontrol token` failed: {why}",
                              hint="set SLURM_JWT, or ask the admins to enable AuthAltTypes=auth/jwt")
         return Token.parse(line.split("=", 1)[1].strip(), "`scontrol token`")
 

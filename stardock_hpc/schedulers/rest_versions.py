@@ -53,8 +53,9 @@ VERSIONS: Dict[str, ApiVersion] = {
 SUPPORTED: Tuple[str, ...] = ("v0.0.38", "v0.0.37", "v0.0.36")  # newest first
 
 # --- quirks of the 22.05 servers, whatever the API version ----------------------------------------
-# A job field "argv" with any element kills slurmrestd (the connection drops, the daemon is gone).
-# The script's arguments are therefore set by a `set --` line in the job script (script_with_args).
+# A job field "argv" with any element kills slurmrestd: the job is created, then the daemon dies
+# before it answers (a submit whose outcome the client cannot know: never to be retried). The
+# script's arguments are therefore set by a `set --` line in the job script (script_with_args).
 ARGV_KILLS_SERVER = True
 # dbv0.0.36-38 report exit_code {"status": "SUCCESS", "return_code": 0} for every job that exited,
 # whatever its status (the dump tests WIFEXITED only). The exit code is taken from /slurm/.../job

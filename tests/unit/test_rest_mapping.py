@@ -231,3 +231,21 @@ def test_exit_codes_elapsed_and_maxrss_as_sacct_prints_them():
     assert duration(3) == "00:00:03" and duration(90061) == "1-01:01:01" and duration(None) is None
     assert max_rss({"tres": {"requested": {"max": [{"type": "cpu", "count": 9},
                                                    {"type": "mem", "count": 93884416}]}}}) == "91684K"
+
+
+def test_accounting_records_join_slurmctlds_rows_under_the_same_names():
+    from stardock_hpc.schedulers.base import JobState
+    from stardock_hpc.schedulers.rest import RestScheduler, _db_key, _key
+
+    assert _key({"job_id": 12, "array_job_id": 10, "array_task_id": 2}) == "10_2"
+    assert _key({"job_id": 10, "array_job_id": 10, "array_task_id": None, "array_task_string": "0-2%2"}) == "10_[0-2%2]"
+    assert _key({"job_id": 7, "array_job_id": 0, "array_task_id": None}) == "7"
+    assert _db_key({"job_id": 13, "array": {"job_id": 10, "task_id": 1}}) == "10_1"
+    assert _db_key({"job_id": 7, "array": {"job_id": 0, "task_id": None}}) == "7"
+    states = {"10_[0-2%2]": JobState("10_[0-2%2]", "PENDING")}
+    step = {"step": {"name": "batch"}, "state": "COMPLETED", "exit_code": {"status": "SUCCESS", "return_code": 0},
+            "time": {"elapsed": 3}, "tres": {"requested": {"max": [{"type": "mem", "count": 2048000}]}}}
+    RestScheduler._merge(states, {"job_id": 10, "array": {"job_id": 10, "task_id": None},
+                                  "state": {"current": "PENDING"}, "steps": [step]})
+    assert list(states) == ["10_[0-2%2]"] and states["10_[0-2%2]"].max_rss == "2000K"
+    assert states["10_[0-2%2]"].steps[0]["JobID"] == "10_[0-2%2].batch"
