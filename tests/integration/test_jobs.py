@@ -104,17 +104,38 @@ def _wait_running(job: str, marker: str, timeout: float = 120) -> None:
     raise AssertionError(f"job {job} never started its container ({marker})")
 
 
+def _job_environ_processes(job: str) -> list:
+    """Processes of ours whose environment says they belong to the job (the wrapper, its
+    cleanup, conmon...): Slurm marks the job CANCELLED before they are all gone."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid != os.getuid():
+                continue
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            args = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if f"SLURM_JOB_ID={job}".encode() in environ:
+            found.append(f"{entry.name} {args}")
+    return found
+
+
 def _leftovers(job: str, marker: str) -> list:
-    found = _job_processes(marker) + _job_processes(f"stardock-{job}-")
+    found = _job_processes(marker) + _job_processes(f"stardock-{job}-") + _job_environ_processes(job)
     names = sh(["podman", "ps", "-a", "--format", "{{.Names}}"]).stdout.split()
     return found + [f"container {n}" for n in names if n.startswith(f"stardock-{job}-")]
 
 
 def _nothing_left(job: str, marker: str) -> None:
-    """No process of the job (its script, conmon, the wrapper's cleanup) and no container remain."""
+    """No process of the job (its script, the wrapper and its cleanup, conmon) and no container
+    remain, and none comes back."""
     deadline = time.time() + 60
     while time.time() < deadline and _leftovers(job, marker):
         time.sleep(0.5)
+    time.sleep(2)
     assert _leftovers(job, marker) == [], "parts of the job survived it"
 
 
