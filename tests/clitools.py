@@ -8,8 +8,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Iterator, List, Optional
 
 OTHER = os.environ.get("STARDOCK_OTHER_USER", "stardock2")
 PASS_THROUGH = ("PATH", "LANG", "SLURM_CONF", "STARDOCK_SITE_CONFIG", "STARDOCK_TESTBED",
@@ -63,3 +64,24 @@ def write_spec(directory: Path, text: str) -> Path:
 
 def remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def built_image(spec_text: str, prefix: str) -> Iterator[str]:
+    """Build a spec (in a directory both test users can read) and give its cache key."""
+    directory = shared_dir(prefix)
+    try:
+        yield stardock_json("build", str(write_spec(directory, spec_text)))["key"]
+    finally:
+        remove(directory)
+
+
+@contextmanager
+def cancelled_at_exit() -> Iterator[List[str]]:
+    """A list to put submitted job ids in; they are all cancelled at the end."""
+    ids: List[str] = []
+    try:
+        yield ids
+    finally:
+        if ids:
+            subprocess.run(["scancel", *ids], capture_output=True)

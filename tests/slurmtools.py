@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from typing import Dict, List, Optional
@@ -70,3 +71,23 @@ def scontrol_job(jobid: str) -> Dict[str, str]:
 def user() -> str:
     return os.environ.get("USER") or subprocess.run(["id", "-un"], capture_output=True,
                                                      text=True).stdout.strip()
+
+
+def replace_job_ids(record: Dict[str, str], keys) -> Dict[str, str]:
+    """The `scontrol show job` record with the job's own ids (JobId, ArrayJobId) in `keys`
+    replaced by placeholders, so that two submissions can be compared. Paths under the job's
+    WorkDir keep that directory as it is: its name may hold the same digits by chance."""
+    out = dict(record)
+    ids = [(record["ArrayJobId"], "<ARRAY_JOB_ID>")] if "ArrayJobId" in record else []
+    ids.append((record["JobId"], "<JOB_ID>"))
+    workdir = record.get("WorkDir", "")
+    for key in keys:
+        if key not in out:
+            continue
+        value, prefix = out[key], ""
+        if workdir and value.startswith(workdir + "/"):
+            prefix, value = workdir + "/", value[len(workdir) + 1:]
+        for number, placeholder in ids:
+            value = re.sub(rf"(?<![0-9]){number}(?![0-9])", placeholder, value)
+        out[key] = prefix + value
+    return out

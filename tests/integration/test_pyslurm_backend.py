@@ -13,15 +13,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import List
 
 import pytest
-from clitools import remove, shared_dir, stardock, stardock_json, write_spec
+from clitools import built_image, cancelled_at_exit, stardock, stardock_json
 from resttools import scontrol_records
 
 from stardock_hpc.schedulers.pyslurm_backend import slurm_conf
-
-from slurmtools import sh
 
 pytestmark = [pytest.mark.slurm, pytest.mark.podman]
 SPEC = 'name: pyslurm-backend\nbuild: ["echo pyslurm > /stamp"]\n'
@@ -46,19 +43,14 @@ pytestmark.append(pytest.mark.skipif(REASON is not None, reason=REASON or ""))
 
 @pytest.fixture(scope="module")
 def image_key():
-    directory = shared_dir("stardock-pyslurm-")
-    try:
-        yield stardock_json("build", str(write_spec(directory, SPEC)))["key"]
-    finally:
-        remove(directory)
+    with built_image(SPEC, "stardock-pyslurm-") as key:
+        yield key
 
 
 @pytest.fixture
 def jobs():
-    ids: List[str] = []
-    yield ids
-    if ids:
-        sh(["scancel", *ids])
+    with cancelled_at_exit() as ids:
+        yield ids
 
 
 def test_the_same_job_held_through_sbatch_and_pyslurm(image_key, jobs, tmp_path):

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import pytest
-from clitools import remove, shared_dir, stardock, stardock_json, write_spec
+from clitools import built_image, cancelled_at_exit, stardock, stardock_json
 from resttools import free_port, jobs_named, rest_site, scontrol_records
 
-from slurmtools import mem_bytes, sacct, sh
+from slurmtools import mem_bytes, replace_job_ids, sacct, sh
 
 pytestmark = [pytest.mark.slurm, pytest.mark.podman]
 
@@ -69,14 +69,8 @@ CASES = [
 
 
 def normalise(record: Dict[str, str]) -> Dict[str, str]:
-    out = {k: v for k, v in record.items() if k not in IGNORED}
-    ids = [(record["ArrayJobId"], "<ARRAY_JOB_ID>")] if "ArrayJobId" in record else []
-    ids.append((record["JobId"], "<JOB_ID>"))
-    for key in ID_FIELDS:
-        for number, placeholder in ids:
-            if key in out:
-                out[key] = re.sub(rf"(?<![0-9]){number}(?![0-9])", placeholder, out[key])
-    return out
+    out = replace_job_ids(record, ID_FIELDS)
+    return {k: v for k, v in out.items() if k not in IGNORED}
 
 
 def differences(a: Dict[str, str], b: Dict[str, str]) -> List[str]:
@@ -97,19 +91,14 @@ def differences(a: Dict[str, str], b: Dict[str, str]) -> List[str]:
 
 @pytest.fixture(scope="module")
 def image_key():
-    directory = shared_dir("stardock-rest-")
-    try:
-        yield stardock_json("build", str(write_spec(directory, SPEC)))["key"]
-    finally:
-        remove(directory)
+    with built_image(SPEC, "stardock-rest-") as key:
+        yield key
 
 
 @pytest.fixture(scope="module")
 def jobs():
-    ids: List[str] = []
-    yield ids
-    if ids:
-        sh(["scancel", *ids])
+    with cancelled_at_exit() as ids:
+        yield ids
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,10 @@ import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import List
 
 import pytest
-from clitools import remove, shared_dir, stardock, stardock_json, write_spec
+from clitools import built_image, cancelled_at_exit, stardock, stardock_json
 from resttools import Proxy, free_port, jobs_named, own_slurmrestd, rest_site, stop
-
-from slurmtools import sh
 
 pytestmark = [pytest.mark.slurm, pytest.mark.podman]
 
@@ -25,19 +22,14 @@ SCRIPT = "#!/bin/bash\n#SBATCH --time=5\n#SBATCH --output=outage-%j.out\nsleep 2
 
 @pytest.fixture(scope="module")
 def image_key():
-    directory = shared_dir("stardock-rest-")
-    try:
-        yield stardock_json("build", str(write_spec(directory, SPEC)))["key"]
-    finally:
-        remove(directory)
+    with built_image(SPEC, "stardock-rest-") as key:
+        yield key
 
 
 @pytest.fixture
 def jobs():
-    ids: List[str] = []
-    yield ids
-    if ids:
-        sh(["scancel", *ids])
+    with cancelled_at_exit() as ids:
+        yield ids
 
 
 def one_error(proc, fragment: str) -> str:

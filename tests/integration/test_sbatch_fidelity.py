@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import pytest
-from clitools import remove, shared_dir, stardock, stardock_json, user_env, write_spec
+from clitools import built_image, cancelled_at_exit, stardock, user_env
 
 from stardock_hpc.jobs.sbatch_options import parse_options
 
-from slurmtools import sh, user
+from slurmtools import replace_job_ids, sh, user
 
 pytestmark = [pytest.mark.slurm, pytest.mark.podman]
 
@@ -109,13 +109,7 @@ def scontrol_records(job: str) -> List[Dict[str, str]]:
 def normalise(record: Dict[str, str], *scripts: str) -> Dict[str, str]:
     """The record with its own ids replaced, and the job script's path in Command (sbatch shows
     it absolute, or as given when --chdir is used) replaced by <SCRIPT>."""
-    out = dict(record)
-    ids = [(record["ArrayJobId"], "<ARRAY_JOB_ID>")] if "ArrayJobId" in record else []
-    ids.append((record["JobId"], "<JOB_ID>"))
-    for key in ID_FIELDS:
-        for number, placeholder in ids:
-            if key in out:
-                out[key] = re.sub(rf"(?<![0-9]){number}(?![0-9])", placeholder, out[key])
+    out = replace_job_ids(record, ID_FIELDS)
     for script in scripts:
         command = out.get("Command", "")
         if command == script or command.startswith(script + " "):
@@ -213,19 +207,14 @@ class Twin:
 
 @pytest.fixture(scope="module")
 def image_key():
-    directory = shared_dir("stardock-fidelity-")
-    try:
-        yield stardock_json("build", str(write_spec(directory, SPEC)))["key"]
-    finally:
-        remove(directory)
+    with built_image(SPEC, "stardock-fidelity-") as key:
+        yield key
 
 
 @pytest.fixture(scope="module")
 def jobs():
-    ids: List[str] = []
-    yield ids
-    if ids:
-        sh(["scancel", *ids])
+    with cancelled_at_exit() as ids:
+        yield ids
 
 
 @pytest.fixture(scope="module")
