@@ -123,7 +123,8 @@ class Cache:
         return False
 
     # --- reading ------------------------------------------------------------------------------
-    def _load(self, path: Path) -> Optional[Entry]:
+    def entry_at(self, path: Path) -> Optional[Entry]:
+        """The entry in directory path, as recorded (trust and digest are checked separately)."""
         try:
             owner = path.stat().st_uid
             meta = json.loads((path / META).read_text())
@@ -136,7 +137,7 @@ class Cache:
         root = self.dir("entries")
         if root.is_dir():
             for path in sorted(root.iterdir()):
-                entry = self._load(path)
+                entry = self.entry_at(path)
                 if entry is not None:
                     found.append(entry)
         return found
@@ -146,7 +147,7 @@ class Cache:
         root = self.dir("entries")
         out = []
         for path in sorted(root.glob(f"{key}-u*")) if root.is_dir() else []:
-            entry = self._load(path)
+            entry = self.entry_at(path)
             # the name claims a builder; the directory's real owner is what counts
             if entry and entry.key == key and re.fullmatch(rf"{key}-u{entry.owner}(?:\.[0-9]+)?", path.name) \
                     and self.trusted(entry.owner):
@@ -250,7 +251,7 @@ class Cache:
         except OSError as exc:
             raise CacheError(f"cannot publish {target}: {exc.strerror}") from None
         os.chmod(target, 0o555)
-        entry = self._load(target)
+        entry = self.entry_at(target)
         assert entry is not None
         return entry
 

@@ -7,7 +7,6 @@ base -> catalog apps' packages -> the user's packages -> files -> the user's bui
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -145,9 +144,3 @@ def resolve(env: Environment, site: Site, catalog: Catalog) -> BuildPlan:
         name=env.name, base=base, apps=apps, catalog_layer=catalog_layer, user_layer=user_layer,
         files=files, build_script=script, env=merged, command=env.command, labels=labels,
         spec_yaml=canonical_yaml(env), spec_digest=env.digest(), ca_certificates=site.ca_certificates)
-
-
-def describe(plan: BuildPlan) -> str:
-    """One line for logs: what is being built."""
-    return json.dumps({"name": plan.name, "base": plan.base.name,
-                       "apps": [a.name for a in plan.apps], "spec": plan.spec_digest[:12]})

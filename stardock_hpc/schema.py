@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 from stardock_hpc.errors import UsageError
 from stardock_hpc.yamlfile import Document, KeyPath, format_path
@@ -294,7 +294,3 @@ def json_schema(root: Type, *, title: str, schema_id: str) -> Dict[str, Any]:
     schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": schema_id, "title": title}
     schema.update(root.json_schema())
     return schema
-
-
-def names(items: List[str]) -> str:
-    return ", ".join(items) if items else "(none)"

@@ -19,7 +19,7 @@ from stardock_hpc.inputs import site_and_catalog
 from stardock_hpc.jobs.records import RecordStore, split_job_id
 from stardock_hpc.jobs.request import Script, SubmitRequest, apply_directives, parse_command_line
 from stardock_hpc.jobs.script import WRAPPER
-from stardock_hpc.jobs.submit import environ_for_sbatch, prepare, submit
+from stardock_hpc.jobs.submit import prepare, submit
 from stardock_hpc.resources import data_dir
 from stardock_hpc.schedulers import get_scheduler
 from stardock_hpc.site import Site, expand_path, load_site
@@ -61,7 +61,7 @@ def sbatch(argv) -> None:
         detail = getattr(scheduler, "describe", None)  # the REST backend: URL, API version and why
         click.echo(f"stardock: debug: backend {scheduler.name} (from {source})"
                    + (f": {detail()}" if detail else ""), err=True)
-    submitted = submit(req, prepared, site, scheduler, cwd, environ_for_sbatch())
+    submitted = submit(req, prepared, site, scheduler, cwd, dict(os.environ))  # sbatch exports it by default
     if not submitted.job_id:
         click.echo(submitted.output, nl=False)
         click.echo(submitted.messages, nl=False, err=True)

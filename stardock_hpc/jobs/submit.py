@@ -3,7 +3,6 @@ submission, and the records that let `stardock status/logs/outputs` find the job
 from __future__ import annotations
 
 import getpass
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,8 +93,3 @@ def submit(req: SubmitRequest, prepared: Prepared, site: Site, scheduler: Schedu
     RecordStore(Path(prepared.spec.records)).write_submit(submitted.job_id, record)
     Cache(site.cache, site.trusted_builders).register_use(prepared.entry, submitted.job_id)
     return submitted
-
-
-def environ_for_sbatch() -> Dict[str, str]:
-    """sbatch exports the submitting environment by default; pass it on unchanged."""
-    return dict(os.environ)
