@@ -4,12 +4,14 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import shutil
 import stat
 from pathlib import Path
 
 from tbcommon import OTHER_USER, REST_USER, TEST_USER, TestbedError, run, runtime_dir, say, write_if_changed
 
 SCIENTISTS = (TEST_USER, OTHER_USER)
+SHM = Path("/dev/shm")
 GROUP = "astro"  # both scientists; the testbed site trusts images its members build
 # The tests act as the second scientist too (shared-cache and trust tests): the test user may
 # run commands as that user, and only as that user.
@@ -70,6 +72,15 @@ def ensure_subids(name: str) -> bool:
 
 
 def ensure_runtime_dir(name: str) -> bool:
+    """Make /run/user/UID as logind would: owned, 0700, and empty once the user has no process.
+
+    Here /run is no tmpfs and nobody removes the directory when the user's last process ends, so
+    it outlives a reboot or a restart of the machine's processes with Podman's pause-process PID
+    file and "alive" marker in it. Podman then takes the old containers for running ones and
+    refuses every command ("invalid internal status"). logind empties it at the user's last
+    logout and also removes the user's shared memory (RemoveIPC, Podman's lock file in /dev/shm);
+    so does the testbed, when no process of the user is left to use them.
+    """
     pw = pwd.getpwnam(name)
     path = runtime_dir(name)
     changed = not path.is_dir()
@@ -79,7 +90,27 @@ def ensure_runtime_dir(name: str) -> bool:
         os.chown(path, pw.pw_uid, pw.pw_gid)
         os.chmod(path, 0o700)
         changed = True
+    leftovers = list(path.iterdir()) + [p for p in SHM.glob(f"libpod_*_{pw.pw_uid}") if p.owner() == name]
+    if leftovers and not has_processes(pw.pw_uid):
+        say(f"emptying {path}: no process of {name} is left to use it (a restart or reboot)")
+        for child in leftovers:
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+        changed = True
     return changed
+
+
+def has_processes(uid: int) -> bool:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid:
+                    return True
+            except OSError:
+                pass  # it ended while we looked
+    return False
 
 
 def ensure_podman_config(name: str) -> bool:

@@ -14,6 +14,7 @@ Started by the job script (wrappers/stardock-node) with the job spec on standard
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import pwd
 import shutil
@@ -26,8 +27,9 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from stardock_hpc.cache import Cache
 from stardock_hpc.engines import get_engine
-from stardock_hpc.engines.base import Mount, RunOptions
+from stardock_hpc.engines.base import NODE_LABEL, WRAPPER_LABEL, Mount, RunOptions
 from stardock_hpc.jobs.jobspec import JobSpec
 from stardock_hpc.jobs.records import RecordStore
 
@@ -69,7 +71,46 @@ def runtime_dir(uid: int) -> str:
     if st.st_uid != uid or not private.is_dir() or private.is_symlink():
         raise RuntimeError(f"{private} is not a directory of ours")
     os.chmod(private, 0o700)
+    forget_earlier_boots(private)
     return str(private)
+
+
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+BOOT_STAMP = ".boot-id"
+LOCK = ".lock"
+
+
+def forget_earlier_boots(runtime: Path) -> None:
+    """Empty a runtime directory that an earlier boot left behind.
+
+    A runtime directory must not outlive a boot (XDG), but /tmp need not be cleared at boot:
+    Podman would find the old pause-process PID file and take the old boot's containers for
+    running ones ("invalid internal status"). Jobs of the user starting together on this node
+    share the directory, hence the lock.
+    """
+    boot = BOOT_ID.read_text().strip()
+    with open(runtime / LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stamp = runtime / BOOT_STAMP
+        if stamp.is_file() and stamp.read_text().strip() == boot:
+            return
+        for child in runtime.iterdir():
+            if child.name == LOCK:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink()
+        stamp.write_text(boot + "\n")
+
+
+def process_exists(pid: int) -> bool:
+    """Whether pid is a live process of this user (a wrapper runs as the job's user)."""
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False  # gone, or another user's: not a wrapper of ours
+    return True
 
 
 def container_env(spec: JobSpec, environ: Dict[str, str], user: str, output_target: str) -> Dict[str, str]:
@@ -145,10 +186,10 @@ def run(spec: JobSpec, args: List[str], environ: Dict[str, str]) -> int:
     output = Path(spec.outputs) / ids["label"]
     output_target = f"{spec.mount_root}/output"
     record["output"] = str(output)
-    env = dict(environ)
-    env["XDG_RUNTIME_DIR"] = runtime_dir(uid)
+    # This process exists for the job: the engine commands it runs take its environment.
+    os.environ["XDG_RUNTIME_DIR"] = runtime_dir(uid)
     for leak in ("DBUS_SESSION_BUS_ADDRESS", "CONTAINERS_STORAGE_CONF"):
-        env.pop(leak, None)
+        os.environ.pop(leak, None)
     code = 1
     child: Optional[subprocess.Popen] = None
     interrupted = False
@@ -159,7 +200,10 @@ def run(spec: JobSpec, args: List[str], environ: Dict[str, str]) -> int:
         script.chmod(0o500)
         os.chmod(workdir, 0o700)
         engine = get_engine(spec.engine)
-        image = _image(engine, spec, env)
+        node = socket.gethostname()
+        for name in engine.clear_leftovers(node, process_exists):
+            log(f"removed {name}, left on this node by a job that ended without cleaning up")
+        image = _image(engine, spec)
         mounts = [Mount(Path(m["host"]), m["target"], m["readonly"]) for m in spec.mounts]
         mounts += [Mount(script, SCRIPT_IN_CONTAINER, True), Mount(output, output_target, False)]
         command = list(spec.command) if spec.command else [SCRIPT_IN_CONTAINER, *args]
@@ -167,7 +211,8 @@ def run(spec: JobSpec, args: List[str], environ: Dict[str, str]) -> int:
                                container_env(spec, environ, user, output_target), output_target,
                                RunOptions(network=spec.network, uid=uid, gid=gid, runtime=spec.runtime_shim,
                                           name=f"stardock-{ids['label']}-{os.getpid()}",
-                                          tmpdir=str(workdir), interactive=spec.interactive))
+                                          tmpdir=str(workdir), interactive=spec.interactive,
+                                          labels={NODE_LABEL: node, WRAPPER_LABEL: str(os.getpid())}))
         records.write_run(ids["record_id"], ids["task"], record)
         forwarded: List[int] = []
 
@@ -178,7 +223,7 @@ def run(spec: JobSpec, args: List[str], environ: Dict[str, str]) -> int:
 
         for sig in FORWARDED:
             signal.signal(sig, forward)
-        child = subprocess.Popen(argv, stdin=None if spec.interactive else subprocess.DEVNULL, env=env)
+        child = subprocess.Popen(argv, stdin=None if spec.interactive else subprocess.DEVNULL)
         status = child.wait()
         interrupted = status < 0 or bool(forwarded)
         code = status if status >= 0 else 128 - status
@@ -191,10 +236,8 @@ def run(spec: JobSpec, args: List[str], environ: Dict[str, str]) -> int:
     finally:
         for sig in FORWARDED:
             signal.signal(sig, signal.SIG_IGN)
-        if spec.engine == "podman" and child is not None and (interrupted or child.returncode is None):
-            # `podman run --rm` removes the container itself unless it was interrupted
-            subprocess.run(["podman", "rm", "--force", "--ignore", f"stardock-{ids['label']}-{os.getpid()}"],
-                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        if child is not None and (interrupted or child.returncode is None):
+            get_engine(spec.engine).remove_run(f"stardock-{ids['label']}-{os.getpid()}")
         reap_all()
         shutil.rmtree(workdir, ignore_errors=True)
         record.update(end=time.time(), exit_code=code)
@@ -205,23 +248,13 @@ def run(spec: JobSpec, args: List[str], environ: Dict[str, str]) -> int:
     return code
 
 
-def _image(engine, spec: JobSpec, env: Dict[str, str]):
-    from stardock_hpc.cache import Cache
-
+def _image(engine, spec: JobSpec):
     entry_dir = Path(spec.entry)
     cache = Cache(entry_dir.parent.parent)
-    entry = cache._load(entry_dir)  # noqa: SLF001 - the wrapper trusts what submission checked
+    entry = cache.entry_at(entry_dir)
     if entry is None or not cache.verify(entry):
         raise RuntimeError(f"the image {entry_dir} is missing or no longer matches its digest")
-    old = os.environ.get("XDG_RUNTIME_DIR")
-    os.environ["XDG_RUNTIME_DIR"] = env["XDG_RUNTIME_DIR"]
-    try:
-        return engine.image_for(Path(spec.artifact), spec.tag)
-    finally:
-        if old is None:
-            os.environ.pop("XDG_RUNTIME_DIR", None)
-        else:
-            os.environ["XDG_RUNTIME_DIR"] = old
+    return engine.image_for(Path(spec.artifact), spec.tag)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

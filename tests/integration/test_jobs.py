@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import tarfile
 import time
@@ -287,6 +288,32 @@ def test_records_are_complete_json(workdir):
     assert submit_rec["job"] == job and submit_rec["key"] == run_rec["key"]
     assert run_rec["exit_code"] == 0 and run_rec["end"] >= run_rec["start"] and run_rec["state"] == "completed"
     assert not [p for p in records.iterdir() if p.name.endswith(".part")]
+
+
+def test_a_container_left_by_a_dead_wrapper_is_removed_by_the_next_job(workdir):
+    """A node crash or a SIGKILLed wrapper leaves a container behind; the next job removes it,
+    and only it: not one whose wrapper still runs, nor the user's own containers."""
+    first = submit(workdir, "--output=/dev/null", "--wrap", "true")
+    finished(first)
+    records = Path.home() / ".local" / "share" / "stardock" / "jobs" / first
+    image = json.loads((records / "run.json").read_text())["image"]
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    node = socket.gethostname()  # the testbed's only node is this machine
+    made = {"stardock-crashed": [f"org.stardock.node={node}", f"org.stardock.wrapper-pid={dead.pid}"],
+            "stardock-wrapper-alive": [f"org.stardock.node={node}", f"org.stardock.wrapper-pid={os.getpid()}"],
+            "users-own": []}
+    try:
+        for name, labels in made.items():
+            sh(["podman", "create", "--name", name, *[f"--label={lab}" for lab in labels], image, "true"])
+        job = submit(workdir, "--output=next.out", "--wrap", "true")
+        finished(job)
+        names = sh(["podman", "ps", "-a", "--format", "{{.Names}}"]).stdout.split()
+        assert "stardock-crashed" not in names
+        assert "stardock-wrapper-alive" in names and "users-own" in names
+        assert "removed stardock-crashed" in (workdir / "next.out").read_text()
+    finally:
+        subprocess.run(["podman", "rm", "--force", "--ignore", *made], capture_output=True)
 
 
 def test_podman_ps_shows_nothing_left_after_jobs():

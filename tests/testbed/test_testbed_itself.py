@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,39 @@ def test_down_stops_the_daemons_and_up_brings_them_back():
     job = subprocess.run(["srun", "-t", "1", "true"], capture_output=True, text=True,
                          env={**os.environ, "SLURM_CONF": str(STATE / "etc" / "slurm.conf")})
     assert job.returncode == 0, job.stderr
+
+
+def as_other(*argv):
+    return tbcommon.run(argv, user=tbcommon.OTHER_USER, capture=True, check=False, timeout=300)
+
+
+def kill_every_process_of(user):
+    subprocess.run(["pkill", "-KILL", "-u", user], check=False)
+    for _ in range(100):
+        if subprocess.run(["pgrep", "-u", user], capture_output=True).returncode != 0:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"processes of {user} outlived SIGKILL")
+
+
+def test_up_repairs_podman_state_that_outlived_its_processes():
+    """A restart leaves /run/user/UID behind here (no tmpfs, no logind): `up` empties it."""
+    archive = STATE / "images" / "debian-bookworm.oci.tar"
+    assert as_other("podman", "load", "-q", "-i", str(archive)).returncode == 0
+    as_other("podman", "rm", "--force", "--ignore", "outlived")
+    started = as_other("podman", "run", "-d", "--name", "outlived", "--network", "none",
+                       "localhost/debian:bookworm", "sleep", "600")
+    assert started.returncode == 0, started.stderr
+    try:
+        kill_every_process_of(tbcommon.OTHER_USER)  # what a restart of the machine does
+        broken = as_other("podman", "ps", "-a")
+        assert broken.returncode != 0 and "invalid internal status" in broken.stderr, broken.stderr
+        up = run_testbed("up")
+        assert up.returncode == 0, up.stderr
+        assert f"emptying {tbcommon.runtime_dir(tbcommon.OTHER_USER)}" in up.stderr
+        listed = as_other("podman", "ps", "-a", "--format", "{{.Names}} {{.Status}}")
+        assert listed.returncode == 0, listed.stderr
+        assert "outlived" in listed.stdout and "Up" not in listed.stdout
+    finally:
+        removed = as_other("podman", "rm", "--force", "--ignore", "outlived")
+    assert removed.returncode == 0, removed.stderr

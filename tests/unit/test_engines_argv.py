@@ -28,6 +28,15 @@ def test_podman_run_is_rootless_daemonless_and_isolated():
     assert argv[-3:] == ["localhost/stardock/x:k", "python3", "run.py"]
 
 
+def test_podman_containers_carry_their_name_and_labels():
+    options = RunOptions(name="stardock-7_2-99", labels={"org.stardock.node": "n 1", "org.stardock.wrapper-pid": "99"})
+    argv = PodmanEngine().run_argv(ImageRef("podman", "i"), ["true"], [], {}, None, options)
+    assert "--name=stardock-7_2-99" in argv
+    labels = [argv[i + 1] for i, a in enumerate(argv) if a == "--label"]
+    assert labels == ["org.stardock.node=n 1", "org.stardock.wrapper-pid=99"]
+    assert argv[-2:] == ["i", "true"]
+
+
 def test_podman_network_follows_policy():
     argv = PodmanEngine().run_argv(ImageRef("podman", "i"), ["true"], [], {}, None, RunOptions(network=True))
     assert "--network=slirp4netns" in argv and "--network=none" not in argv
