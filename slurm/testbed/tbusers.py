@@ -103,12 +103,13 @@ def ensure_runtime_dir(name: str) -> bool:
 
 
 def has_processes(uid: int) -> bool:
+    """Whether a live process of uid exists (a zombie uses nothing and is not counted)."""
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if entry.stat().st_uid == uid:
+                if entry.stat().st_uid == uid and (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
                     return True
-            except OSError:
+            except (OSError, IndexError):
                 pass  # it ended while we looked
     return False
 
