@@ -13,6 +13,7 @@ from stardock_hpc.ociarchive import identity
 from stardock_hpc.render.containerfile import base_reference
 from stardock_hpc.site import BaseImage
 
+LEFTOVER_TIMEOUT = 60.0  # seconds; looking for an earlier job's leftovers must not hang this one
 LOADED_RE = re.compile(r"Loaded image(?:\(s\))?:\s*(\S+)")
 
 
@@ -85,15 +86,18 @@ class PodmanEngine(Engine):
 
     def clear_leftovers(self, node: str, wrapper_alive: Callable[[int], bool]) -> List[str]:
         listed = proc.run(["podman", "ps", "--all", "--filter", f"label={NODE_LABEL}={node}",
-                           "--format", "json"], check=False)
-        if not listed.ok:
-            return []
+                           "--format", "json"], check=False, timeout=LEFTOVER_TIMEOUT)
+        try:
+            containers = json.loads(listed.stdout or "[]") if listed.ok else []
+        except ValueError:
+            raise ExternalError(f"podman ps printed no JSON: {listed.stdout[:200]!r}") from None
         removed = []
-        for container in json.loads(listed.stdout or "[]"):
+        for container in containers:
             pid = (container.get("Labels") or {}).get(WRAPPER_LABEL, "")
             if container.get("State") == "running" or not pid.isdigit() or wrapper_alive(int(pid)):
                 continue
-            if proc.run(["podman", "rm", "--force", "--ignore", container["Id"]], check=False).ok:
+            if proc.run(["podman", "rm", "--force", "--ignore", container["Id"]], check=False,
+                        timeout=LEFTOVER_TIMEOUT).ok:
                 removed.append(",".join(container.get("Names") or [container["Id"][:12]]))
         return removed
 

@@ -30,6 +30,7 @@ from typing import Dict, List, Optional
 from stardock_hpc.cache import Cache
 from stardock_hpc.engines import get_engine
 from stardock_hpc.engines.base import NODE_LABEL, WRAPPER_LABEL, Mount, RunOptions
+from stardock_hpc.errors import StardockError
 from stardock_hpc.jobs.jobspec import JobSpec
 from stardock_hpc.jobs.records import RecordStore
 
@@ -201,8 +202,11 @@ def run(spec: JobSpec, args: List[str], environ: Dict[str, str]) -> int:
         os.chmod(workdir, 0o700)
         engine = get_engine(spec.engine)
         node = socket.gethostname()
-        for name in engine.clear_leftovers(node, process_exists):
-            log(f"removed {name}, left on this node by a job that ended without cleaning up")
+        try:
+            for name in engine.clear_leftovers(node, process_exists):
+                log(f"removed {name}, left on this node by a job that ended without cleaning up")
+        except StardockError as exc:  # best effort: never fail this job over an earlier one
+            log(f"warning: could not look for containers left by earlier jobs: {exc}")
         image = _image(engine, spec)
         mounts = [Mount(Path(m["host"]), m["target"], m["readonly"]) for m in spec.mounts]
         mounts += [Mount(script, SCRIPT_IN_CONTAINER, True), Mount(output, output_target, False)]

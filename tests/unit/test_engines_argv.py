@@ -68,3 +68,19 @@ def test_apptainer_command_with_equals_sign_is_not_taken_for_a_variable():
 def test_unknown_engine_is_a_usage_error():
     with pytest.raises(UsageError, match="engines: podman, apptainer"):
         get_engine("docker")
+
+
+def test_podman_leftover_search_reports_output_it_cannot_read(monkeypatch):
+    from stardock_hpc import proc
+    from stardock_hpc.errors import ExternalError
+
+    calls = []
+
+    def fake_run(argv, **kw):
+        calls.append(list(argv))
+        return proc.Result(tuple(argv), 0, "WARN[0000] something\n[", "")
+
+    monkeypatch.setattr(proc, "run", fake_run)
+    with pytest.raises(ExternalError, match="no JSON"):
+        PodmanEngine().clear_leftovers("node1", lambda pid: False)
+    assert len(calls) == 1 and "label=org.stardock.node=node1" in calls[0]  # and nothing removed
