@@ -163,7 +163,7 @@ def remove_entry(artifact: str) -> None:
     from stardock_hpc.cache import Cache
     entry_dir = Path(artifact).parent
     cache = Cache(entry_dir.parent.parent)
-    entry = cache._load(entry_dir)  # noqa: SLF001 - we know the exact entry we built
+    entry = cache.entry_at(entry_dir)
     if entry is None:
         return
     tag = entry.meta.get("image_tag")

@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import shutil
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar, Dict, List, Mapping, Optional, Sequence
+from typing import Callable, ClassVar, Mapping, Optional, Sequence
 
 from stardock_hpc.site import BaseImage
 
 OnLine = Optional[Callable[[str], None]]
-# Labels a job's container carries, so that a later job on the node can tell one whose wrapper
-# died without cleaning up (a node crash, a SIGKILL) from one that is still in use.
-NODE_LABEL = "org.stardock.node"
-WRAPPER_LABEL = "org.stardock.wrapper-pid"
 
 
 @dataclass(frozen=True)
@@ -42,7 +38,6 @@ class RunOptions:
     name: Optional[str] = None      # Podman: the container's name, for cleanup
     tmpdir: Optional[str] = None    # Apptainer: node-local directory behind /tmp and /var/tmp
     interactive: bool = False       # keep stdin open and give the container a terminal
-    labels: Dict[str, str] = field(default_factory=dict)  # Podman: container labels
 
 
 class Engine(ABC):
@@ -80,7 +75,3 @@ class Engine(ABC):
     def remove_run(self, name: str) -> None:
         """Remove what an interrupted run named name left behind (engines that keep state)."""
         return None
-
-    def clear_leftovers(self, node: str, wrapper_alive: Callable[[int], bool]) -> List[str]:
-        """Remove runs on node whose wrapper is gone without cleaning up; their names."""
-        return []

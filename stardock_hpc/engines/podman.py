@@ -1,19 +1,17 @@
 """Rootless Podman: build with `podman build`, keep an OCI archive as the portable artifact."""
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
-from typing import Callable, List, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 from stardock_hpc import proc
-from stardock_hpc.engines.base import NODE_LABEL, WRAPPER_LABEL, Engine, ImageRef, Mount, OnLine, RunOptions
+from stardock_hpc.engines.base import Engine, ImageRef, Mount, OnLine, RunOptions
 from stardock_hpc.errors import ExternalError
 from stardock_hpc.ociarchive import identity
 from stardock_hpc.render.containerfile import base_reference
 from stardock_hpc.site import BaseImage
 
-LEFTOVER_TIMEOUT = 60.0  # seconds; looking for an earlier job's leftovers must not hang this one
 LOADED_RE = re.compile(r"Loaded image(?:\(s\))?:\s*(\S+)")
 
 
@@ -64,8 +62,6 @@ class PodmanEngine(Engine):
             argv.append(f"--runtime={options.runtime}")
         if options.name:
             argv.append(f"--name={options.name}")
-        for key, value in options.labels.items():
-            argv += ["--label", f"{key}={value}"]
         if options.interactive:
             argv += ["--interactive", "--tty"]
         for m in mounts:
@@ -83,23 +79,6 @@ class PodmanEngine(Engine):
     def remove_run(self, name: str) -> None:
         # `podman run --rm` removes the container itself unless it was interrupted
         proc.run(["podman", "rm", "--force", "--ignore", name], check=False)
-
-    def clear_leftovers(self, node: str, wrapper_alive: Callable[[int], bool]) -> List[str]:
-        listed = proc.run(["podman", "ps", "--all", "--filter", f"label={NODE_LABEL}={node}",
-                           "--format", "json"], check=False, timeout=LEFTOVER_TIMEOUT)
-        try:
-            containers = json.loads(listed.stdout or "[]") if listed.ok else []
-        except ValueError:
-            raise ExternalError(f"podman ps printed no JSON: {listed.stdout[:200]!r}") from None
-        removed = []
-        for container in containers:
-            pid = (container.get("Labels") or {}).get(WRAPPER_LABEL, "")
-            if container.get("State") == "running" or not pid.isdigit() or wrapper_alive(int(pid)):
-                continue
-            if proc.run(["podman", "rm", "--force", "--ignore", container["Id"]], check=False,
-                        timeout=LEFTOVER_TIMEOUT).ok:
-                removed.append(",".join(container.get("Names") or [container["Id"][:12]]))
-        return removed
 
 
 class BuildFailed(ExternalError):

@@ -9,6 +9,8 @@ Started by the job script (wrappers/stardock-node) with the job spec on standard
     the job's own cgroup, where --mem is enforced and an OOM kill is reported as such;
   * passes an explicit environment (Slurm's job variables, a few named ones), never the login
     session's; forwards SIGTERM/SIGINT/SIGUSR1/SIGUSR2/SIGHUP to the container;
+  * marks its container while it runs, and removes containers that earlier jobs of the user on
+    this node left when their wrapper died without cleaning up (jobs/runmarks.py);
   * writes the job record (start, end, exit status) atomically and exits with the script's status.
 """
 from __future__ import annotations
@@ -29,10 +31,11 @@ from typing import Dict, List, Optional
 
 from stardock_hpc.cache import Cache
 from stardock_hpc.engines import get_engine
-from stardock_hpc.engines.base import NODE_LABEL, WRAPPER_LABEL, Mount, RunOptions
+from stardock_hpc.engines.base import Mount, RunOptions
 from stardock_hpc.errors import StardockError
 from stardock_hpc.jobs.jobspec import JobSpec
 from stardock_hpc.jobs.records import RecordStore
+from stardock_hpc.jobs.runmarks import RunMarks
 
 PR_SET_CHILD_SUBREAPER = 36
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
@@ -103,6 +106,17 @@ def forget_earlier_boots(runtime: Path) -> None:
             else:
                 child.unlink()
         stamp.write_text(boot + "\n")
+
+
+def remove_orphans(marks: RunMarks) -> None:
+    """Remove containers of this user's earlier jobs on this node that never got cleaned up."""
+    try:
+        for name, engine in marks.orphans(process_exists):
+            get_engine(engine).remove_run(name)
+            marks.unmark(name)
+            log(f"removed {name}, left on this node by a job that ended without cleaning up")
+    except (OSError, StardockError) as exc:  # best effort: never fail this job over an earlier one
+        log(f"warning: could not remove what earlier jobs left: {exc}")
 
 
 def process_exists(pid: int) -> bool:
@@ -191,6 +205,8 @@ def run(spec: JobSpec, args: List[str], environ: Dict[str, str]) -> int:
     os.environ["XDG_RUNTIME_DIR"] = runtime_dir(uid)
     for leak in ("DBUS_SESSION_BUS_ADDRESS", "CONTAINERS_STORAGE_CONF"):
         os.environ.pop(leak, None)
+    container = f"stardock-{ids['label']}-{os.getpid()}"
+    marks = RunMarks(Path(spec.records), socket.gethostname())
     code = 1
     child: Optional[subprocess.Popen] = None
     interrupted = False
@@ -201,12 +217,7 @@ def run(spec: JobSpec, args: List[str], environ: Dict[str, str]) -> int:
         script.chmod(0o500)
         os.chmod(workdir, 0o700)
         engine = get_engine(spec.engine)
-        node = socket.gethostname()
-        try:
-            for name in engine.clear_leftovers(node, process_exists):
-                log(f"removed {name}, left on this node by a job that ended without cleaning up")
-        except StardockError as exc:  # best effort: never fail this job over an earlier one
-            log(f"warning: could not look for containers left by earlier jobs: {exc}")
+        remove_orphans(marks)
         image = _image(engine, spec)
         mounts = [Mount(Path(m["host"]), m["target"], m["readonly"]) for m in spec.mounts]
         mounts += [Mount(script, SCRIPT_IN_CONTAINER, True), Mount(output, output_target, False)]
@@ -214,9 +225,7 @@ def run(spec: JobSpec, args: List[str], environ: Dict[str, str]) -> int:
         argv = engine.run_argv(image, command, mounts,
                                container_env(spec, environ, user, output_target), output_target,
                                RunOptions(network=spec.network, uid=uid, gid=gid, runtime=spec.runtime_shim,
-                                          name=f"stardock-{ids['label']}-{os.getpid()}",
-                                          tmpdir=str(workdir), interactive=spec.interactive,
-                                          labels={NODE_LABEL: node, WRAPPER_LABEL: str(os.getpid())}))
+                                          name=container, tmpdir=str(workdir), interactive=spec.interactive))
         records.write_run(ids["record_id"], ids["task"], record)
         forwarded: List[int] = []
 
@@ -227,6 +236,7 @@ def run(spec: JobSpec, args: List[str], environ: Dict[str, str]) -> int:
 
         for sig in FORWARDED:
             signal.signal(sig, forward)
+        marks.mark(container, os.getpid(), spec.engine)
         child = subprocess.Popen(argv, stdin=None if spec.interactive else subprocess.DEVNULL)
         status = child.wait()
         interrupted = status < 0 or bool(forwarded)
@@ -241,8 +251,9 @@ def run(spec: JobSpec, args: List[str], environ: Dict[str, str]) -> int:
         for sig in FORWARDED:
             signal.signal(sig, signal.SIG_IGN)
         if child is not None and (interrupted or child.returncode is None):
-            get_engine(spec.engine).remove_run(f"stardock-{ids['label']}-{os.getpid()}")
+            get_engine(spec.engine).remove_run(container)
         reap_all()
+        marks.unmark(container)
         shutil.rmtree(workdir, ignore_errors=True)
         record.update(end=time.time(), exit_code=code)
         try:

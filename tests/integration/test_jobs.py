@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import tarfile
@@ -290,30 +291,53 @@ def test_records_are_complete_json(workdir):
     assert not [p for p in records.iterdir() if p.name.endswith(".part")]
 
 
+def test_a_sigkilled_wrapper_leaves_a_container_that_the_next_job_removes(workdir):
+    marker = "sleep 319.5"
+    job = submit(workdir, "--output=/dev/null", str(script(workdir, "killed.sh", f"{marker}\n")))
+    _wait_running(job, marker)
+    [wrapper] = [int(p.split()[0]) for p in _job_environ_processes(job) if "stardock-node" in p]
+    os.kill(wrapper, signal.SIGKILL)  # no chance to clean up, as in a node crash
+    finished(job, timeout=120)
+
+    def left() -> list:
+        names = sh(["podman", "ps", "-a", "--format", "{{.Names}}"]).stdout.split()
+        return [n for n in names if n.startswith(f"stardock-{job}-")]
+
+    assert left(), "the container should have outlived its wrapper (else this test proves nothing)"
+    following = submit(workdir, "--output=/dev/null", "--wrap", "true")
+    finished(following)
+    assert left() == []
+
+
 def test_a_container_left_by_a_dead_wrapper_is_removed_by_the_next_job(workdir):
-    """A node crash or a SIGKILLed wrapper leaves a container behind; the next job removes it,
-    and only it: not one whose wrapper still runs, nor the user's own containers."""
+    """A node crash or a SIGKILLed wrapper leaves its container and its mark behind; the user's
+    next job on the node removes that container, and only it: not one whose wrapper still runs,
+    nor the user's own containers."""
     first = submit(workdir, "--output=/dev/null", "--wrap", "true")
     finished(first)
-    records = Path.home() / ".local" / "share" / "stardock" / "jobs" / first
-    image = json.loads((records / "run.json").read_text())["image"]
+    jobs = Path.home() / ".local" / "share" / "stardock" / "jobs"
+    image = json.loads((jobs / first / "run.json").read_text())["image"]
+    marks = jobs / ".running" / socket.gethostname()  # the testbed's only node is this machine
+    assert not [p.name for p in marks.iterdir()], "a finished job must leave no mark"
     dead = subprocess.Popen(["true"])
     dead.wait()
-    node = socket.gethostname()  # the testbed's only node is this machine
-    made = {"stardock-crashed": [f"org.stardock.node={node}", f"org.stardock.wrapper-pid={dead.pid}"],
-            "stardock-wrapper-alive": [f"org.stardock.node={node}", f"org.stardock.wrapper-pid={os.getpid()}"],
-            "users-own": []}
+    made = {"stardock-crashed": dead.pid, "stardock-wrapper-alive": os.getpid(), "users-own": None}
     try:
-        for name, labels in made.items():
-            sh(["podman", "create", "--name", name, *[f"--label={lab}" for lab in labels], image, "true"])
+        for name, wrapper in made.items():
+            sh(["podman", "create", "--name", name, image, "true"])
+            if wrapper is not None:
+                (marks / name).write_text(f"{wrapper} podman\n")
         job = submit(workdir, "--output=next.out", "--wrap", "true")
         finished(job)
         names = sh(["podman", "ps", "-a", "--format", "{{.Names}}"]).stdout.split()
         assert "stardock-crashed" not in names
         assert "stardock-wrapper-alive" in names and "users-own" in names
+        assert sorted(p.name for p in marks.iterdir()) == ["stardock-wrapper-alive"]
         assert "removed stardock-crashed" in (workdir / "next.out").read_text()
     finally:
         subprocess.run(["podman", "rm", "--force", "--ignore", *made], capture_output=True)
+        for name in made:
+            (marks / name).unlink(missing_ok=True)
 
 
 def test_podman_ps_shows_nothing_left_after_jobs():

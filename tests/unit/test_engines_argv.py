@@ -28,15 +28,6 @@ def test_podman_run_is_rootless_daemonless_and_isolated():
     assert argv[-3:] == ["localhost/stardock/x:k", "python3", "run.py"]
 
 
-def test_podman_containers_carry_their_name_and_labels():
-    options = RunOptions(name="stardock-7_2-99", labels={"org.stardock.node": "n 1", "org.stardock.wrapper-pid": "99"})
-    argv = PodmanEngine().run_argv(ImageRef("podman", "i"), ["true"], [], {}, None, options)
-    assert "--name=stardock-7_2-99" in argv
-    labels = [argv[i + 1] for i, a in enumerate(argv) if a == "--label"]
-    assert labels == ["org.stardock.node=n 1", "org.stardock.wrapper-pid=99"]
-    assert argv[-2:] == ["i", "true"]
-
-
 def test_podman_network_follows_policy():
     argv = PodmanEngine().run_argv(ImageRef("podman", "i"), ["true"], [], {}, None, RunOptions(network=True))
     assert "--network=slirp4netns" in argv and "--network=none" not in argv
@@ -69,18 +60,3 @@ def test_unknown_engine_is_a_usage_error():
     with pytest.raises(UsageError, match="engines: podman, apptainer"):
         get_engine("docker")
 
-
-def test_podman_leftover_search_reports_output_it_cannot_read(monkeypatch):
-    from stardock_hpc import proc
-    from stardock_hpc.errors import ExternalError
-
-    calls = []
-
-    def fake_run(argv, **kw):
-        calls.append(list(argv))
-        return proc.Result(tuple(argv), 0, "WARN[0000] something\n[", "")
-
-    monkeypatch.setattr(proc, "run", fake_run)
-    with pytest.raises(ExternalError, match="no JSON"):
-        PodmanEngine().clear_leftovers("node1", lambda pid: False)
-    assert len(calls) == 1 and "label=org.stardock.node=node1" in calls[0]  # and nothing removed

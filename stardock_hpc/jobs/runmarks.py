@@ -1,0 +1,45 @@
+"""Containers that job wrappers on a node have started and not yet cleaned up.
+
+A wrapper marks its container before starting it and removes the mark after its cleanup. A mark
+whose wrapper is gone means the wrapper never got to clean up (the node crashed or restarted,
+or the wrapper was SIGKILLed), and Podman still holds the container; the user's next job on the
+node removes it. Finding them costs a directory listing; asking Podman instead (`podman ps
+--filter label=...`) costs about 90 ms and takes Podman's locks at every job's start.
+
+    <records>/.running/<node>/<container name>    holds "<wrapper pid> <engine>"
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, List, Tuple
+
+from stardock_hpc.fsutil import write_atomic
+
+
+class RunMarks:
+    def __init__(self, records: Path, node: str) -> None:
+        self.dir = records / ".running" / node
+
+    def mark(self, name: str, pid: int, engine: str) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.dir / name, f"{pid} {engine}\n", mode=0o600)
+
+    def unmark(self, name: str) -> None:
+        (self.dir / name).unlink(missing_ok=True)
+
+    def orphans(self, wrapper_alive: Callable[[int], bool]) -> List[Tuple[str, str]]:
+        """(name, engine) of each marked container whose wrapper no longer runs."""
+        if not self.dir.is_dir():
+            return []
+        found = []
+        for path in sorted(self.dir.iterdir()):
+            if path.name.startswith("."):
+                continue  # a mark being written
+            try:
+                pid, engine = path.read_text().split()
+                alive = wrapper_alive(int(pid))
+            except (OSError, ValueError):
+                continue  # not a mark of ours
+            if not alive:
+                found.append((path.name, engine))
+        return found
