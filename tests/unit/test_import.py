@@ -164,7 +164,7 @@ def test_env_forms_add_and_multiline_run(tmp_path, catalog):
 
 
 def test_spython_still_misreads_these(tmp_path, monkeypatch):
-    """Why the importer reads recipes itself (see importer.py). When this fails, spython got
+    """Why the importer reads recipes itself (see stardock_hpc/importer.py). When this fails, spython got
     better: consider reading with it again."""
     parsers = pytest.importorskip("spython.main.parse.parsers")
     from spython.logger import bot
