@@ -217,7 +217,9 @@ def site_type() -> Obj:
             "rest_token": Key(Str("Where the slurmrestd token comes from: $SLURM_JWT (env), `scontrol token` "
                                   "(scontrol), or $SLURM_JWT when set, else scontrol (auto).",
                                   choices=TOKEN_SOURCES), default="auto"),
-            "partition": Key(Str(pattern=r"[A-Za-z0-9_.-]+", pattern_help="a partition name")),
+            "partition": Key(Str("The partition of jobs that name none (in an #SBATCH line, $SBATCH_PARTITION "
+                                 "or -p); without it, Slurm's default partition.",
+                                 pattern=r"[A-Za-z0-9_.-]+", pattern_help="a partition name")),
         }, make=lambda **kw: Scheduler(**kw)), default=Scheduler()),
         "policy": Key(Obj({
             "network": Key(Bool("Containers get a network at run time."), default=False),

@@ -267,8 +267,11 @@ def shell(argv) -> None:
     with os.fdopen(fd, "w") as fh:
         fh.write(prepared.spec.to_json())
     try:
+        environ = dict(os.environ)
+        if site.scheduler.partition and "SLURM_PARTITION" not in environ:
+            environ["SLURM_PARTITION"] = site.scheduler.partition  # the site's default; -p still wins
         code = proc.run_interactive(["srun", "--pty", *srun, sys.executable,
-                                     data_dir("wrappers") / WRAPPER, "--spec-file", spec_file])
+                                     data_dir("wrappers") / WRAPPER, "--spec-file", spec_file], env=environ)
     finally:
         os.unlink(spec_file)
     sys.exit(code)

@@ -18,6 +18,7 @@ from stardock_hpc.jobs.limits import check_limits
 from stardock_hpc.jobs.mounts import VolumeMount, parse_mounts
 from stardock_hpc.jobs.records import RecordStore
 from stardock_hpc.jobs.request import SubmitRequest
+from stardock_hpc.jobs.sbatch_options import Option
 from stardock_hpc.jobs.script import render_job_script
 from stardock_hpc.resources import data_dir
 from stardock_hpc.schedulers.base import Scheduler, Submission, Submitted
@@ -75,17 +76,27 @@ def prepare(req: SubmitRequest, site: Site, catalog: Catalog,
     return Prepared(entry, entry.engine, mounts, spec, render_job_script(req.script, spec), built)
 
 
+def site_defaults(req: SubmitRequest, site: Site, environ: Dict[str, str]) -> List[Option]:
+    """The site's default partition (scheduler.partition), unless the user names one in any of
+    the places sbatch reads: an #SBATCH line, $SBATCH_PARTITION, or the command line."""
+    default = site.scheduler.partition
+    if not default or "SBATCH_PARTITION" in environ or any(o.name == "partition" for o in req.all_sbatch()):
+        return []
+    return [Option("partition", default, (f"--partition={default}",))]
+
+
 def submit(req: SubmitRequest, prepared: Prepared, site: Site, scheduler: Scheduler, cwd: Path,
            environ: Dict[str, str]) -> Submitted:
     assert req.script is not None
     name = req.script.path.name if req.script.path else "wrap"
-    submitted = scheduler.submit(Submission(prepared.script, req.sbatch, req.args, cwd, environ, name))
+    options = site_defaults(req, site, environ) + list(req.sbatch)
+    submitted = scheduler.submit(Submission(prepared.script, options, req.args, cwd, environ, name))
     if not submitted.job_id:
         return submitted
     record = {
         "job": submitted.job_id, "cluster": submitted.cluster, "submitted": time.time(),
         "user": getpass.getuser(), "backend": scheduler.name, "cwd": str(cwd),
-        "script": prepared.spec.script_name, "args": req.args, "sbatch": req.sbatch_tokens(),
+        "script": prepared.spec.script_name, "args": req.args, "sbatch": [t for o in options for t in o.tokens],
         "engine": prepared.engine, "key": prepared.entry.key, "name": prepared.spec.name,
         "artifact": prepared.spec.artifact, "mounts": [m.record() for m in prepared.mounts],
         "outputs": prepared.spec.outputs, "spec": str(req.spec) if req.spec else None,

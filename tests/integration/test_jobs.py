@@ -381,3 +381,14 @@ def test_shell_opens_an_interactive_session_in_the_environment(workdir):
                          "/bin/sh", "-i")
     out = _in_terminal(argv, b"echo inside-$((6*7)) $GREETING; ls /data/archive/m51; id -u; exit\n", workdir)
     assert "inside-42 hello" in out and "m51-r.fits" in out and f"\n{os.getuid()}" in out.replace("\r", ""), out
+
+
+def test_shell_uses_the_sites_partition_unless_given_one(workdir, tmp_path):
+    from clitools import stardock_argv
+    from resttools import rest_site
+    site = rest_site(tmp_path, partition="batch")
+    for extra, expected in (([], "batch"), (["-p", "debug"], "debug")):
+        argv = stardock_argv("shell", "--site", str(site), "--env", "stardock.yaml", "-t", "5", *extra,
+                             "--", "/bin/sh", "-i")
+        out = _in_terminal(argv, b"echo partition-$SLURM_JOB_PARTITION-end; exit\n", workdir)
+        assert f"partition-{expected}-end" in out, out

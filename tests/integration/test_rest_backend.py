@@ -247,3 +247,17 @@ def test_each_trouble_gives_one_clear_error(trouble, workdir, image_key, jobs, t
     errors = [line for line in proc.stderr.splitlines() if line.startswith("stardock: error:")]
     assert len(errors) == 1 and fragment in errors[0], proc.stderr
     assert jobs_named(name) == []
+
+
+@pytest.mark.parametrize("backend", ["sbatch", "rest"])
+def test_the_sites_partition_applies_only_where_the_user_names_none(backend, workdir, image_key, jobs, tmp_path):
+    """scheduler.partition is the default; an #SBATCH line, $SBATCH_PARTITION or -p wins over it
+    (the testbed's Slurm default is debug, the site's is batch)."""
+    site = rest_site(tmp_path, partition="batch")
+    (workdir / "plain.sh").write_text("#!/bin/bash\ntrue\n")
+    (workdir / "directive.sh").write_text("#!/bin/bash\n#SBATCH --partition=debug\ntrue\n")
+    cases = [("plain.sh", [], None, "batch"), ("plain.sh", ["-p", "debug"], None, "debug"),
+             ("directive.sh", [], None, "debug"), ("plain.sh", [], {"SBATCH_PARTITION": "debug"}, "debug")]
+    for script, args, env, expected in cases:
+        _proc, job = submit(workdir, image_key, jobs, backend, "--hold", *args, script, env=env, site=site)
+        assert scontrol_records(job)[0]["Partition"] == expected, (script, args, env)
