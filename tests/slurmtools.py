@@ -38,7 +38,8 @@ def wait_job(jobid: str, timeout: float = 180, need_batch_step: bool = True) -> 
     while time.monotonic() < deadline:
         rows = {r["JobID"]: r for r in sacct(jobid)}
         job = rows.get(jobid)
-        if job and job["State"].split()[0] in TERMINAL:
+        # Timelimit too: slurmdbd may show the end of a job before the rest of its record
+        if job and job["State"].split()[0] in TERMINAL and job.get("Timelimit", "-"):
             batch = rows.get(f"{jobid}.batch")
             if not need_batch_step or (batch and batch["State"].split()[0] in TERMINAL):
                 return rows

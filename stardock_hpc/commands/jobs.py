@@ -83,9 +83,11 @@ def job_report(job: str, site: Site) -> List[Dict]:
     base, task = split_job_id(job)
     store = _store(site)
     submit_rec = store.submit(base) or {}
-    runs = store.runs(base)
     scheduler, _ = get_scheduler(None, site, submit_rec.get("backend"))
     states = scheduler.status([job])
+    # Read after Slurm answered: the wrapper writes its final record before the job can end,
+    # so a job Slurm calls finished has its exit status here.
+    runs = store.runs(base)
     rows = []
     for job_id, st in sorted(states.items(), key=lambda kv: kv[0]):
         _, this_task = split_job_id(job_id) if "_" in job_id and "[" not in job_id else (job_id, None)
