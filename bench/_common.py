@@ -120,6 +120,15 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def run_main(main: Callable[[], int]) -> None:
+    """A bench script's entry point: exit with main's status, or with one line for a BenchError."""
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
 def emit(result: Dict, as_json: bool, render: Callable[[Dict], str]) -> None:
     if as_json:
         print(json.dumps(result, indent=2))

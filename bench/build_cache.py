@@ -29,6 +29,7 @@ from _common import (
     ratio,
     remove_entry,
     run,
+    run_main,
     say,
     secs,
     table,
@@ -170,8 +171,4 @@ def render(r: Dict) -> str:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run_main(main)

@@ -34,6 +34,7 @@ from _common import (
     ratio,
     remove_entry,
     run,
+    run_main,
     say,
     site_settings,
     table,
@@ -359,8 +360,4 @@ def render(r: Dict) -> str:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run_main(main)

@@ -194,7 +194,8 @@ def run(spec: JobSpec, args: List[str], environ: Dict[str, str]) -> int:
     ids = job_ids(environ)
     records = RecordStore(Path(spec.records))
     started = time.time()
-    record = {"job": ids["job"], "array_task": ids["task"], "user": user, "node": socket.gethostname(),
+    node = socket.gethostname()
+    record = {"job": ids["job"], "array_task": ids["task"], "user": user, "node": node,
               "engine": spec.engine, "key": spec.key, "name": spec.name, "image": spec.tag,
               "mounts": spec.mounts, "start": started, "end": None, "exit_code": None, "state": "running"}
     workdir = Path(tempfile.mkdtemp(prefix=f"stardock-job-{ids['label']}-"))
@@ -206,7 +207,7 @@ def run(spec: JobSpec, args: List[str], environ: Dict[str, str]) -> int:
     for leak in ("DBUS_SESSION_BUS_ADDRESS", "CONTAINERS_STORAGE_CONF"):
         os.environ.pop(leak, None)
     container = f"stardock-{ids['label']}-{os.getpid()}"
-    marks = RunMarks(Path(spec.records), socket.gethostname())
+    marks = RunMarks(Path(spec.records), node)
     code = 1
     child: Optional[subprocess.Popen] = None
     interrupted = False

@@ -21,7 +21,6 @@ class RunMarks:
         self.dir = records / ".running" / node
 
     def mark(self, name: str, pid: int, engine: str) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
         write_atomic(self.dir / name, f"{pid} {engine}\n", mode=0o600)
 
     def unmark(self, name: str) -> None:
