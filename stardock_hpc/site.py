@@ -93,11 +93,16 @@ class Scheduler:
     partition: Optional[str] = None
 
 
+DEFAULT_PIDS = 4096          # as RHEL's default `ulimit -u` for users, which Slurm propagates
+DEFAULT_BUILD_TIMEOUT = "1:00:00"
+
+
 @dataclass(frozen=True)
 class Limits:
     mem: Optional[str] = None
     cpus: Optional[int] = None
     time: Optional[str] = None
+    pids: int = DEFAULT_PIDS        # processes and threads of a job's container (RLIMIT_NPROC)
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,7 @@ class Policy:
     custom_build: bool = True       # specs may carry their own build steps
     pip: bool = True                # specs may install from PyPI
     limits: Limits = Limits()
+    build_timeout: str = DEFAULT_BUILD_TIMEOUT   # a build running longer is stopped (Slurm time format)
 
 
 @dataclass(frozen=True)
@@ -190,6 +196,9 @@ def site_type() -> Obj:
         "mem": Key(Str("Largest --mem a job may ask for.", pattern=MEM_RE, pattern_help="e.g. 64G")),
         "cpus": Key(Int("Largest --cpus-per-task.", minimum=1)),
         "time": Key(Str("Longest --time.", pattern=TIME_RE, pattern_help="e.g. 2-00:00:00")),
+        "pids": Key(Int("Most processes and threads a job's container may run (applied as RLIMIT_NPROC: "
+                        "rootless engines count the user's processes on the node).", minimum=16),
+                    default=DEFAULT_PIDS),
     }, make=lambda **kw: Limits(**kw))
     return Obj({
         "engine": Key(Str("Container engine.", choices=ENGINES), default="podman"),
@@ -226,6 +235,9 @@ def site_type() -> Obj:
             "custom_build": Key(Bool("Specs may carry their own build steps."), default=True),
             "pip": Key(Bool("Specs may install packages from PyPI."), default=True),
             "limits": Key(limits, default=Limits()),
+            "build_timeout": Key(Str("A build running longer is stopped and nothing is cached (e.g. 1:00:00).",
+                                     pattern=TIME_RE, pattern_help="a Slurm time such as 30:00 or 2:00:00"),
+                                 default=DEFAULT_BUILD_TIMEOUT),
         }, make=lambda **kw: Policy(**kw)), default=Policy()),
         "trusted_builders": Key(Obj({
             "users": Key(ListOf(Str(pattern=USER_RE, pattern_help="a user name")), default=()),
@@ -330,7 +342,8 @@ def site_settings(site: Site) -> Dict[str, Any]:
         "policy": {"network": site.policy.network, "custom_build": site.policy.custom_build,
                    "pip": site.policy.pip,
                    "limits": {"mem": site.policy.limits.mem, "cpus": site.policy.limits.cpus,
-                              "time": site.policy.limits.time}},
+                              "time": site.policy.limits.time, "pids": site.policy.limits.pids},
+                   "build_timeout": site.policy.build_timeout},
         "trusted_builders": {"users": list(site.trusted_builders.users),
                              "groups": list(site.trusted_builders.groups)},
     }
