@@ -1,14 +1,12 @@
 """`stardock images prune`: free cache space without breaking a queued or running job."""
 from __future__ import annotations
 
-import fcntl
-import os
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, List, Optional, Set
 
 from stardock_hpc import proc
-from stardock_hpc.cache import Cache, Entry, remove_tree
+from stardock_hpc.cache import JOB_RE, Cache, Entry
 
 DAY = 86400.0
 ACTIVE_STATES = "PD,R,CG,S,CF,RQ,RS,RH,RF,SI,SO,ST"
@@ -22,7 +20,7 @@ class Decision:
 
 def active_jobs(job_ids: Iterable[str]) -> Optional[Set[str]]:
     """Which of these Slurm jobs are queued or running; None when Slurm cannot tell us."""
-    ids = sorted({j.split("_")[0] for j in job_ids})
+    ids = sorted({j.split("_")[0] for j in job_ids if JOB_RE.fullmatch(j)})
     if not ids:
         return set()
     out = proc.run(["squeue", "-h", "-o", "%A %i", "-t", ACTIVE_STATES, "-j", ",".join(ids)], check=False)
@@ -37,6 +35,8 @@ def active_jobs(job_ids: Iterable[str]) -> Optional[Set[str]]:
 def plan_prune(cache: Cache, *, older_than: Optional[float] = None, unused_for: Optional[float] = None,
                max_bytes: Optional[int] = None, now: Optional[float] = None,
                jobs: Callable[[Iterable[str]], Optional[Set[str]]] = active_jobs) -> List[Decision]:
+    """Only valid entries (what stardock published) are candidates; whatever else is under the
+    cache is not followed, counted or touched."""
     now = time.time() if now is None else now
     entries = cache.entries()
     mine = [e for e in entries if cache.uid in (0, e.owner)]
@@ -71,30 +71,9 @@ def plan_prune(cache: Cache, *, older_than: Optional[float] = None, unused_for: 
 
 
 def sweep_tmp(cache: Cache, older_than: float = DAY, now: Optional[float] = None) -> int:
-    """Leftovers of killed builds whose key nobody is building now."""
-    now = time.time() if now is None else now
-    removed = 0
-    for path in cache.dir("tmp").glob("*"):
-        try:
-            st = path.lstat()
-        except FileNotFoundError:
-            continue
-        if st.st_uid != cache.uid and cache.uid != 0 or now - st.st_mtime < older_than:
-            continue
-        key = path.name.split("-u", 1)[0]
-        lock = cache.dir("locks") / f"{key}.lock"
-        try:
-            fd = os.open(lock, os.O_RDONLY)
-        except FileNotFoundError:
-            fd = None
-        try:
-            if fd is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            remove_tree(path)
-            removed += 1
-        except BlockingIOError:
-            pass  # a build of that key is running
-        finally:
-            if fd is not None:
-                os.close(fd)
-    return removed
+    """Leftovers of killed builds nobody is building in: real directories of the user (root:
+    anybody's) named as stardock names them, whose build lock is free; never through a link."""
+    try:
+        return cache.sweep("", older_than, now)
+    except FileNotFoundError:
+        return 0

@@ -11,6 +11,7 @@ from tbcommon import ETC, REST_PORT, STATE, write_if_changed
 
 VOLUMES = STATE / "volumes"
 CACHE = STATE / "cache"
+CACHE_LAYOUT = ("entries", "tmp", "locks", "used", "inuse")  # stardock_hpc/cache.py SUBDIRS
 
 
 def site_cas() -> str:
@@ -79,11 +80,27 @@ def write_bytes_if_changed(path: Path, data: bytes) -> bool:
     return True
 
 
+def cache_layout() -> None:
+    """The shared cache's directories, root's and 1777 (what `stardock images init` does as root):
+    whoever owned them could remove or replace everybody's images. A test user may have made
+    them before stardock refused that: root takes them over."""
+    for name in CACHE_LAYOUT:
+        path = CACHE / name
+        if path.is_symlink() or (path.exists() and not path.is_dir()):
+            path.unlink()
+        path.mkdir(exist_ok=True)
+        st = path.lstat()
+        if (st.st_uid, st.st_gid) != (0, 0):
+            os.lchown(path, 0, 0)
+        os.chmod(path, 0o1777)
+
+
 def up() -> bool:
     for d, mode in ((VOLUMES, 0o755), (VOLUMES / "archive", 0o755), (VOLUMES / "scratch", 0o1777),
                     (CACHE, 0o1777)):
         d.mkdir(parents=True, exist_ok=True)
         os.chmod(d, mode)
+    cache_layout()
     archive = VOLUMES / "archive"
     changed = write_if_changed(archive / "README", "Read-only sample archive of the testbed.\n")
     changed |= write_bytes_if_changed(archive / "m51" / "m51-r.fits", fits_image())

@@ -16,6 +16,7 @@ from stardock_hpc.engines import ENGINES, get_engine
 from stardock_hpc.errors import UsageError
 from stardock_hpc.inputs import site_and_catalog
 from stardock_hpc.prune import DAY, plan_prune, sweep_tmp
+from stardock_hpc.safefs import printable
 from stardock_hpc.site import load_site
 
 SIZE_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)i?B?", re.IGNORECASE)
@@ -60,7 +61,11 @@ def build(spec: Path, engine: Optional[str], quiet: bool, as_json: bool) -> None
         if stream:
             click.echo(f"  | {line}", err=True)
 
-    result = build_image(spec, site, catalog, eng, on_line)
+    def say(message: str) -> None:
+        if not as_json:
+            click.echo(f"stardock: {message}", err=True)
+
+    result = build_image(spec, site, catalog, eng, on_line, say)
     entry = result.entry
     if as_json:
         echo_json({"key": entry.key, "artifact": str(entry.artifact), "engine": eng.name,
@@ -70,7 +75,7 @@ def build(spec: Path, engine: Optional[str], quiet: bool, as_json: bool) -> None
     if stream:
         what = f"built in {result.seconds:.1f}s" if result.built else \
             f"cached (built by {entry.owner_name}), nothing to build"
-        click.echo(f"stardock: {result.plan.name}: {what}", err=True)
+        click.echo(f"stardock: {result.plan.name}: {printable(what)}", err=True)
     click.echo(f"{entry.key}\n{entry.artifact}" if quiet else f"key: {entry.key}\nartifact: {entry.artifact}")
 
 
@@ -95,10 +100,15 @@ def _cache() -> Cache:
 def list_images(as_json: bool) -> None:
     """One line per cached image."""
     cache = _cache()
-    rows = [entry_summary(e, cache) for e in cache.entries()]
+    entries, skipped = cache.scan()
+    rows = [entry_summary(e, cache) for e in entries]
     if as_json:
         echo_json(rows)
         return
+    if skipped:  # whatever is not an entry stardock made: named (escaped) on stderr, never used
+        click.echo(f"stardock: skipped {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} of "
+                   f"{cache.dir('entries')} that stardock did not make (`stardock images inspect NAME` says why)",
+                   err=True)
     if not rows:
         click.echo(f"no images in {cache.root}")
         return
@@ -106,8 +116,9 @@ def list_images(as_json: bool) -> None:
     for r in rows:
         created = datetime.datetime.fromtimestamp(r["created"] or 0).strftime("%Y-%m-%d %H:%M")
         mark = "" if r["trusted"] else "  (not trusted: not used)"
-        click.echo(f"{r['key'][:12]:<14}{(r['name'] or '?')[:23]:<24}{r['engine']:<11}"
-                   f"{r['builder'][:11]:<12}{human_size(r['size']):>10}  {created}{mark}")
+        # metadata was validated when read; printed escaped all the same (it is other users' text)
+        click.echo(f"{r['key'][:12]:<14}{printable(r['name'] or '?')[:23]:<24}{printable(r['engine']):<11}"
+                   f"{printable(r['builder'])[:11]:<12}{human_size(r['size']):>10}  {created}{mark}")
 
 
 @images.command()
@@ -142,11 +153,13 @@ def prune(older_than: Optional[float], unused_for: Optional[float], max_size: Op
     if older_than is None and unused_for is None and max_size is None:
         raise UsageError("say what to prune: --older-than DAYS, --unused-for DAYS or --max-size SIZE")
     cache = _cache()
+    cache.check_layout()
     decisions = plan_prune(cache, older_than=None if older_than is None else older_than * DAY,
                            unused_for=None if unused_for is None else unused_for * DAY,
                            max_bytes=None if max_size is None else parse_size(max_size))
     for d in decisions:
-        click.echo(f"{'would remove' if dry_run else 'removing'} {d.entry.key[:12]} {d.entry.meta.get('name')} "
+        name = printable(d.entry.meta.get("name"))
+        click.echo(f"{'would remove' if dry_run else 'removing'} {d.entry.key[:12]} {name} "
                    f"({human_size(d.entry.meta.get('size'))}): {d.reason}")
         if not dry_run:
             cache.remove(d.entry)
@@ -156,6 +169,15 @@ def prune(older_than: Optional[float], unused_for: Optional[float], max_size: Op
             click.echo(f"removed {swept} leftover(s) of interrupted builds")
     if not decisions:
         click.echo("nothing to prune")
+
+
+@images.command()
+@common_options
+def init() -> None:
+    """Set up the cache's directories (root, or the owner of the cache directory, once): they must
+    be theirs, or whoever made them could remove or replace everybody's images."""
+    for line in _cache().init():
+        click.echo(line)
 
 
 COMMANDS = [build, images]

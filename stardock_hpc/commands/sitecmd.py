@@ -8,6 +8,7 @@ from typing import Any, List, Tuple
 
 import click
 
+from stardock_hpc.cache import Cache
 from stardock_hpc.catalog import load_catalog
 from stardock_hpc.commands.options import common_options, echo_json, state
 from stardock_hpc.errors import StardockError
@@ -71,6 +72,7 @@ def run_checks(site: Site) -> List[Check]:
         checks.append(("ok" if os.access(cache, os.W_OK | os.X_OK) else "warn", "image cache",
                        f"{cache}" + ("" if os.access(cache, os.W_OK) else " (not writable by you: "
                                      "you can use images, not publish them)")))
+        checks += Cache(cache, site.trusted_builders).layout_report()
     else:
         checks.append(("fail", "image cache", f"{cache} does not exist"))
     for name, base in site.bases.items():

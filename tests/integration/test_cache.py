@@ -51,7 +51,7 @@ def cache() -> Cache:
 
 
 def lock_is_free(key: str) -> bool:
-    path = cache().dir("locks") / f"{key}.lock"
+    path = cache().lock_path(key)  # locks are per user (issue 9)
     fd = os.open(path, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -194,6 +194,7 @@ def test_entries_of_untrusted_or_impersonating_builders_are_not_used(spec_dir):
     site = spec_dir / "site.yaml"
     site.write_text(f"cache: {private_cache}\nbases:\n  debian:bookworm: {{archive: {base.archive}}}\n")
     site.chmod(0o644)
+    assert stardock("images", "init", "--site", str(site)).returncode == 0  # the cache's owner sets it up
     n = nonce()
     spec = write_spec(spec_dir, tiny(f"trust-{n}", f"echo {n} > /stamp"))
     try:
