@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
-from stardock_hpc import __version__, proc
+from stardock_hpc import __version__, proc, proctree
 from stardock_hpc.cache import Cache, Entry
 from stardock_hpc.cachekey import base_digest, cache_key
 from stardock_hpc.catalog import Catalog
@@ -18,6 +18,7 @@ from stardock_hpc.engines import Engine
 from stardock_hpc.engines.base import RunOptions
 from stardock_hpc.errors import ExternalError
 from stardock_hpc.inputs import plan_for
+from stardock_hpc.jobs.limits import minutes
 from stardock_hpc.plan import BuildPlan
 from stardock_hpc.render import render_apptainer, render_containerfile
 from stardock_hpc.site import Site
@@ -48,10 +49,15 @@ def key_for(plan: BuildPlan, engine: Engine) -> str:
     return cache_key(plan, engine.name, render(plan))
 
 
-def resolved_versions(engine: Engine, artifact: Path, tag: str) -> Dict[str, Dict[str, str]]:
+class BuildTimeout(ExternalError):
+    """The build ran past policy.build_timeout and was stopped."""
+
+
+def resolved_versions(engine: Engine, artifact: Path, tag: str,
+                      timeout: Optional[float] = None) -> Dict[str, Dict[str, str]]:
     image = engine.image_for(artifact, tag)
     argv = engine.run_argv(image, ["/bin/sh", "-c", VERSIONS_SCRIPT], [], {}, None, RunOptions())
-    out = proc.run(argv, check=False, timeout=300)
+    out = proc.run(argv, check=False, timeout=300.0 if timeout is None else max(1.0, min(300.0, timeout)))
     versions: Dict[str, Dict[str, str]] = {"apt": {}, "pip": {}}
     for line in out.stdout.splitlines():
         kind, _, item = line.partition(" ")
@@ -61,8 +67,27 @@ def resolved_versions(engine: Engine, artifact: Path, tag: str) -> Dict[str, Dic
     return versions
 
 
+@dataclass
+class Bound:
+    """policy.build_timeout: how long a build (and a wait for the build lock) may take."""
+
+    text: str
+    source: str
+    seconds: float
+
+    @classmethod
+    def of(cls, site: Site) -> Bound:
+        return cls(site.policy.build_timeout, site.source, minutes(site.policy.build_timeout) * 60)
+
+    @property
+    def named(self) -> str:
+        return f"policy.build_timeout ({self.text}, in {self.source})"
+
+
 def build(spec: Path, site: Site, catalog: Catalog, engine: Engine,
-          on_line: Optional[Callable[[str], None]] = None) -> BuildResult:
+          on_line: Optional[Callable[[str], None]] = None,
+          say: Optional[Callable[[str], None]] = None) -> BuildResult:
+    """say: where messages about the build (not its output) go; on_line when not given."""
     started = time.monotonic()
     env, plan = plan_for(spec, site, catalog)
     key = key_for(plan, engine)
@@ -74,10 +99,13 @@ def build(spec: Path, site: Site, catalog: Catalog, engine: Engine,
             raise ExternalError(f"cannot build with {engine.name}: {reason}",
                                 hint="choose another engine with --engine, or see `stardock site check`")
         cache.ensure_layout()
-        with cache.lock(key):
+        bound = Bound.of(site)
+        # Stopped for whatever reason (timeout, SIGTERM/SIGINT/SIGHUP, an error), a build stops
+        # its engine's whole process tree, and the staging directory and the lock go with it.
+        with proctree.stoppable(), cache.lock(key, bound.seconds, say or on_line, bound.named):
             hit = cache.lookup(key)  # built by somebody else while we waited for the lock
             if hit is None:
-                entry = _build_entry(plan, key, cache, engine, on_line)
+                entry = _build_entry(plan, key, cache, engine, on_line, bound)
                 cache.touch_used(entry)
                 return BuildResult(entry, True, time.monotonic() - started, plan)
     cache.touch_used(hit)
@@ -85,38 +113,57 @@ def build(spec: Path, site: Site, catalog: Catalog, engine: Engine,
 
 
 def _build_entry(plan: BuildPlan, key: str, cache: Cache, engine: Engine,
-                 on_line: Optional[Callable[[str], None]]) -> Entry:
+                 on_line: Optional[Callable[[str], None]], bound: Bound) -> Entry:
     filename, _render = DEFINITIONS[engine.name]
     tag = image_tag(plan.name, key)
-    with cache.staging(key) as stage:
-        context = write_context(plan, stage / "context")
-        engine.prepare_base(plan.base, on_line)
-        t0 = time.monotonic()
-        artifact = engine.build(context, tag, stage, on_line)
-        build_seconds = time.monotonic() - t0
-        os.replace(context / filename, stage / filename)
-        os.replace(context / ".stardock" / "spec.yaml", stage / "spec.yaml")
-        meta = {
-            "key": key,
-            "engine": engine.name,
-            "name": plan.name,
-            "artifact": artifact.name,
-            "definition": filename,
-            "spec": "spec.yaml",
-            "spec_sha256": plan.spec_digest,
-            "base": plan.base.name,
-            "base_digest": base_digest(plan.base),
-            "apps": [a.name for a in plan.apps],
-            "versions": resolved_versions(engine, artifact, tag),
-            "builder": getpass.getuser(),
-            "builder_uid": os.getuid(),
-            "host": socket.gethostname(),
-            "created": time.time(),
-            "build_seconds": round(build_seconds, 2),
-            "stardock_version": __version__,
-            "image_tag": tag if engine.name == "podman" else None,
-        }
-        return cache.publish(stage, key, meta, keep=[artifact.name, filename, "spec.yaml"])
+    deadline = time.monotonic() + bound.seconds
+
+    def left() -> Optional[float]:
+        if bound.seconds == float("inf"):
+            return None
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise proc.TimedOut("no time left")
+        return remaining
+
+    try:
+        with cache.staging(key) as stage:
+            context = write_context(plan, stage / "context")
+            engine.prepare_base(plan.base, on_line, timeout=left())
+            t0 = time.monotonic()
+            artifact = engine.build(context, tag, stage, on_line, timeout=left())
+            build_seconds = time.monotonic() - t0
+            os.replace(context / filename, stage / filename)
+            os.replace(context / ".stardock" / "spec.yaml", stage / "spec.yaml")
+            meta = {
+                "key": key,
+                "engine": engine.name,
+                "name": plan.name,
+                "artifact": artifact.name,
+                "definition": filename,
+                "spec": "spec.yaml",
+                "spec_sha256": plan.spec_digest,
+                "base": plan.base.name,
+                "base_digest": base_digest(plan.base),
+                "apps": [a.name for a in plan.apps],
+                "versions": resolved_versions(engine, artifact, tag, left()),
+                "builder": getpass.getuser(),
+                "builder_uid": os.getuid(),
+                "host": socket.gethostname(),
+                "created": time.time(),
+                "build_seconds": round(build_seconds, 2),
+                "stardock_version": __version__,
+                "image_tag": tag if engine.name == "podman" else None,
+            }
+            return cache.publish(stage, key, meta, keep=[artifact.name, filename, "spec.yaml"])
+    except proc.TimedOut:
+        raise BuildTimeout(f"the build of {plan.name} took longer than {bound.named} and was stopped; "
+                           "nothing was cached",
+                           hint="make the build shorter, or ask the site's admins for a longer build_timeout") \
+            from None
+    except proctree.Interrupted as exc:
+        exc.message = f"the build of {plan.name} was {exc.message}; it was stopped and nothing was cached"
+        raise
 
 
 def entry_summary(entry: Entry, cache: Cache) -> Dict:

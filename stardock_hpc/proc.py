@@ -7,9 +7,11 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import signal
 import subprocess
+import threading
 from dataclasses import dataclass
-from typing import Callable, Mapping, Optional, Sequence, Union
+from typing import Callable, List, Mapping, Optional, Sequence, Union
 
 from stardock_hpc.errors import ExternalError
 
@@ -63,7 +65,7 @@ def run(
         raise ExternalError(f"{args[0]} is not installed or not on PATH",
                             hint="see `stardock doctor`") from exc
     except subprocess.TimeoutExpired as exc:
-        raise ExternalError(f"{shlex.join(args)} did not finish within {timeout:g}s") from exc
+        raise TimedOut(f"{shlex.join(args)} did not finish within {timeout:g}s") from exc
     if check and not result.ok:
         raise ExternalError(f"{shlex.join(args[:3])}{' ...' if len(args) > 3 else ''} "
                             f"exited {result.returncode}:\n{result.tail()}")
@@ -71,17 +73,45 @@ def run(
 
 
 def _run_streaming(args: tuple, env, cwd, timeout, on_line) -> Result:
-    lines = []
-    with subprocess.Popen(args, env=env, cwd=cwd, stdin=subprocess.DEVNULL, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1) as proc:
-        assert proc.stdout is not None
+    """Lines are read by a thread, so the timeout holds even while the program prints nothing;
+    on timeout or an exception here (a signal turned into one by `stoppable`) the program gets
+    SIGTERM, then SIGKILL: whatever it started elsewhere is for the caller to stop."""
+    lines: List[str] = []
+    proc = subprocess.Popen(args, env=env, cwd=cwd, stdin=subprocess.DEVNULL, text=True, errors="replace",
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1)
+    assert proc.stdout is not None
+
+    def read() -> None:
         for line in proc.stdout:
             line = line.rstrip("\n")
             lines.append(line)
             on_line(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
         proc.wait(timeout=timeout)
+    except BaseException:
+        _terminate(proc)
+        raise
+    finally:
+        reader.join(timeout=5.0)  # a process it left behind may hold the pipe open: not our wait
     text = "\n".join(lines) + ("\n" if lines else "")
     return Result(args, proc.returncode, text, "")
+
+
+def _terminate(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """SIGTERM first (an engine cleans up after itself on it), SIGKILL after grace."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            proc.send_signal(sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def run_interactive(argv: Sequence[PathLike], *, env: Optional[Mapping[str, str]] = None) -> int:
@@ -92,3 +122,7 @@ def run_interactive(argv: Sequence[PathLike], *, env: Optional[Mapping[str, str]
         return subprocess.call(args, env=env)
     except FileNotFoundError as exc:
         raise ExternalError(f"{args[0]} is not installed or not on PATH") from exc
+
+
+class TimedOut(ExternalError):
+    """A program ran past its timeout (and was stopped)."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import resource
 import shutil
 import sys
 from pathlib import Path
@@ -66,6 +67,26 @@ def _slurm_config() -> List[Check]:
     return checks
 
 
+def _isolation(site) -> List[Check]:
+    """What stands between a job and the node, and between users, and who enforces it."""
+    pids = site.policy.limits.pids
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+    capped = "" if hard == resource.RLIM_INFINITY or hard >= pids else f" (your hard limit {hard} is lower: it applies)"
+    return [
+        ("ok", "no new privileges", "Podman: --security-opt=no-new-privileges; Apptainer: always set by "
+         "Apptainer itself (setuid files in images gain nothing)"),
+        ("ok", "process view", "Podman: a PID namespace of its own; Apptainer: --pid (a job sees only its "
+         "own processes)"),
+        ("ok", "process limit", f"policy.limits.pids = {pids}{capped}, applied by stardock as RLIMIT_NPROC of "
+         "the container (the kernel counts, per user namespace: Podman's is shared by the user's containers "
+         "on a node, Apptainer's is the job's own); Slurm 22.05's cgroup plugins limit memory and cores, "
+         "not processes"),
+        ("ok", "mounts", "resolved and checked at submission, walked again without following links on the "
+         "node, and proven in the container (same device and inode as checked) before the job runs"),
+        ("ok", "outputs and records", "0700 directories of yours, on paths no other user can replace"),
+    ]
+
+
 def run_doctor() -> List[Check]:
     user = getpass.getuser()
     site = load_site(state().site)
@@ -85,6 +106,7 @@ def run_doctor() -> List[Check]:
     for dev in ("/dev/fuse", "/dev/net/tun"):
         if os.path.exists(dev) and not os.access(dev, os.R_OK | os.W_OK):
             checks.append(("warn", dev, "not usable by you (FUSE mounts and rootless networking need it)"))
+    checks += _isolation(site)
     checks += _slurm_config()
     return checks
 

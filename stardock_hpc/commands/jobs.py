@@ -20,9 +20,10 @@ from stardock_hpc.jobs.records import RecordStore, split_job_id
 from stardock_hpc.jobs.request import Script, SubmitRequest, apply_directives, parse_command_line
 from stardock_hpc.jobs.script import WRAPPER
 from stardock_hpc.jobs.submit import prepare, submit
+from stardock_hpc.jobs.userdirs import private_dir
 from stardock_hpc.resources import data_dir
 from stardock_hpc.schedulers import get_scheduler
-from stardock_hpc.site import Site, expand_path, load_site
+from stardock_hpc.site import Site, load_site
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
             "BOOT_FAIL", "DEADLINE"}
@@ -52,7 +53,8 @@ def sbatch(argv) -> None:
     def on_line(line: str) -> None:
         click.echo(f"  | {line}", err=True)
 
-    prepared = prepare(req, site, catalog, None if parsable else on_line)
+    prepared = prepare(req, site, catalog, None if parsable else on_line,
+                       say=lambda msg: click.echo(f"stardock: {msg}", err=True))
     if req.dry_run:
         click.echo(prepared.script, nl=False)
         return
@@ -61,7 +63,8 @@ def sbatch(argv) -> None:
         detail = getattr(scheduler, "describe", None)  # the REST backend: URL, API version and why
         click.echo(f"stardock: debug: backend {scheduler.name} (from {source})"
                    + (f": {detail()}" if detail else ""), err=True)
-    submitted = submit(req, prepared, site, scheduler, cwd, dict(os.environ))  # sbatch exports it by default
+    submitted = submit(req, prepared, site, scheduler, cwd, dict(os.environ),  # sbatch exports it by default
+                       warn=lambda msg: click.echo(f"stardock: warning: {msg}", err=True))
     if not submitted.job_id:
         click.echo(submitted.output, nl=False)
         click.echo(submitted.messages, nl=False, err=True)
@@ -75,7 +78,8 @@ def sbatch(argv) -> None:
 
 
 def _store(site: Site) -> RecordStore:
-    return RecordStore(expand_path(site.records, getpass.getuser()))
+    return RecordStore(private_dir(site.records, getpass.getuser(), os.getuid(),
+                                   f"job records directory (records in {site.source})"))
 
 
 def job_report(job: str, site: Site) -> List[Dict]:
@@ -263,9 +267,7 @@ def shell(argv) -> None:
     prepared = prepare(req, site, catalog, lambda line: click.echo(f"  | {line}", err=True))
     prepared.spec.command = command
     prepared.spec.interactive = True
-    records = expand_path(site.records, getpass.getuser())
-    records.mkdir(parents=True, exist_ok=True)
-    fd, spec_file = tempfile.mkstemp(prefix="shell-", suffix=".json", dir=records)
+    fd, spec_file = tempfile.mkstemp(prefix="shell-", suffix=".json", dir=prepared.records)
     with os.fdopen(fd, "w") as fh:
         fh.write(prepared.spec.to_json())
     try:

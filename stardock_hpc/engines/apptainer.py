@@ -4,12 +4,14 @@ Written against Apptainer's documented CLI; the testbed runs 1.4.5.
 """
 from __future__ import annotations
 
+import os
+import resource
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
-from stardock_hpc import proc
+from stardock_hpc import proc, proctree, safefs
 from stardock_hpc.engines.base import Engine, ImageRef, Mount, OnLine, RunOptions
-from stardock_hpc.engines.podman import BuildFailed
+from stardock_hpc.engines.podman import BuildFailed, private_tmpdir
 from stardock_hpc.site import BaseImage
 
 RUNSCRIPT = "/.singularity.d/runscript"  # the image's default command
@@ -20,24 +22,37 @@ class ApptainerEngine(Engine):
     binary = "apptainer"
     artifact_name = "image.sif"
 
-    def prepare_base(self, base: BaseImage, on_line: OnLine = None) -> None:
+    def prepare_base(self, base: BaseImage, on_line: OnLine = None, *, timeout: Optional[float] = None) -> None:
         """Nothing to do: the definition bootstraps from the archive path or the reference."""
 
-    def build(self, context: Path, tag: str, out_dir: Path, on_line: OnLine = None) -> Path:
+    def build(self, context: Path, tag: str, out_dir: Path, on_line: OnLine = None, *,
+              timeout: Optional[float] = None) -> Path:
+        """apptainer build; its temporary files (the unpacked root file system) go to a private
+        directory removed afterwards, whatever happens."""
         artifact = out_dir / self.artifact_name
-        result = proc.run(["apptainer", "build", "--fakeroot", "--force", artifact,
-                           context / "apptainer.def"], cwd=context, check=False,
-                          on_line=on_line or (lambda _line: None))
-        if not result.ok:
-            raise BuildFailed("apptainer build", result.returncode, result.stdout)
-        return artifact
+        parent = os.environ.get("APPTAINER_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
+        with private_tmpdir("stardock-apptainer-", parent, _remove_quietly) as tmpdir:
+            env = dict(os.environ, APPTAINER_TMPDIR=str(tmpdir), TMPDIR=str(tmpdir))
+            try:
+                result = proc.run(["apptainer", "build", "--fakeroot", "--force", artifact,
+                                   context / "apptainer.def"], cwd=context, check=False, env=env, timeout=timeout,
+                                  on_line=on_line or (lambda _line: None))
+                if not result.ok:
+                    raise BuildFailed("apptainer build", result.returncode, result.stdout)
+                return artifact
+            except BaseException:
+                if proctree.in_stoppable():
+                    proctree.stop_descendants()
+                raise
 
     def image_for(self, artifact: Path, tag: str) -> ImageRef:
         return ImageRef(self.name, str(artifact))
 
     def run_argv(self, image: ImageRef, command: Sequence[str], mounts: Sequence[Mount],
                  env: Mapping[str, str], workdir: Optional[str], options: RunOptions) -> list:
-        argv = ["apptainer", "--silent", "exec", "--cleanenv", "--contain", "--no-home"]
+        # --pid: the job sees only its own processes. Apptainer always sets no_new_privs itself.
+        # Inherited descriptors (options.preserve_fds) pass through as they are.
+        argv = ["apptainer", "--silent", "exec", "--cleanenv", "--contain", "--no-home", "--pid"]
         if not options.network:
             argv += ["--net", "--network=none"]
         for m in mounts:
@@ -55,5 +70,17 @@ class ApptainerEngine(Engine):
             command = ["/bin/sh", "-c", 'exec "$@"', "sh", *command]
         return argv + ["/usr/bin/env", *(f"{k}={v}" for k, v in env.items()), *command]
 
+    def spawn_rlimits(self, options: RunOptions) -> Dict[int, Tuple[int, int]]:
+        # Set on apptainer itself: the container's own user namespace then counts only its
+        # processes (apptainer's starter counts the user's processes on the node before that).
+        return {resource.RLIMIT_NPROC: (options.pids, options.pids)} if options.pids else {}
+
     def remove(self, image: ImageRef) -> None:
         """A SIF is only a file in the cache: nothing is loaded anywhere."""
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        safefs.remove_tree(path)
+    except OSError:
+        pass  # files of subordinate ids a killed build left, in the user's own temporary directory

@@ -7,7 +7,7 @@ import shutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar, Mapping, Optional, Sequence
+from typing import Callable, ClassVar, Dict, Mapping, Optional, Sequence, Tuple
 
 from stardock_hpc.site import BaseImage
 
@@ -38,6 +38,8 @@ class RunOptions:
     name: Optional[str] = None      # Podman: the container's name, for cleanup
     tmpdir: Optional[str] = None    # Apptainer: node-local directory behind /tmp and /var/tmp
     interactive: bool = False       # keep stdin open and give the container a terminal
+    preserve_fds: int = 0           # descriptors 3.. passed to the container's first process
+    pids: Optional[int] = None      # most processes and threads (RLIMIT_NPROC) of the container
 
 
 class Engine(ABC):
@@ -52,12 +54,14 @@ class Engine(ABC):
         return None
 
     @abstractmethod
-    def prepare_base(self, base: BaseImage, on_line: OnLine = None) -> None:
+    def prepare_base(self, base: BaseImage, on_line: OnLine = None, *, timeout: Optional[float] = None) -> None:
         """Make the base image usable by a build (load an archive, for example)."""
 
     @abstractmethod
-    def build(self, context: Path, tag: str, out_dir: Path, on_line: OnLine = None) -> Path:
-        """Build the context's definition and leave the portable artifact in out_dir."""
+    def build(self, context: Path, tag: str, out_dir: Path, on_line: OnLine = None, *,
+              timeout: Optional[float] = None) -> Path:
+        """Build the context's definition and leave the portable artifact in out_dir; past
+        timeout seconds the engine is stopped (proc.TimedOut) and what it made is removed."""
 
     @abstractmethod
     def image_for(self, artifact: Path, tag: str) -> ImageRef:
@@ -67,6 +71,11 @@ class Engine(ABC):
     def run_argv(self, image: ImageRef, command: Sequence[str], mounts: Sequence[Mount],
                  env: Mapping[str, str], workdir: Optional[str], options: RunOptions) -> list:
         """The argument list that runs command in image. Pure: no I/O."""
+
+    def spawn_rlimits(self, options: RunOptions) -> Dict[int, Tuple[int, int]]:
+        """Resource limits to set on the engine's own process (engines that cannot set them for
+        the container alone)."""
+        return {}
 
     @abstractmethod
     def remove(self, image: ImageRef) -> None:

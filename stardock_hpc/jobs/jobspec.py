@@ -6,20 +6,20 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
 
-FORMAT = 1
+FORMAT = 2
 
 
 @dataclass
 class JobSpec:
     engine: str
-    entry: str                 # the cache entry directory (its meta.json has the digest)
-    artifact: str
+    entry: str                 # the cache entry directory
+    artifact: str              # its artifact (shown; the node uses the entry's own, once checked)
     key: str
     name: str
     tag: str                   # Podman's local name for the image
-    mounts: List[Dict]         # {host, target, readonly}
-    outputs: str               # the per-job output directory goes under here
-    records: str               # job records directory
+    mounts: List[Dict]         # {root, sub, host, target, readonly}: bound as checked (jobs/binds.py)
+    outputs: str               # site template: the per-job output directory goes under it
+    records: str               # site template: the job records directory
     mount_root: str
     network: bool
     script: str                # the batch script, run inside the container
@@ -28,6 +28,9 @@ class JobSpec:
     runtime_shim: Optional[str] = None
     command: Optional[List[str]] = None   # run this instead of the script (stardock shell)
     interactive: bool = False             # a terminal session (srun --pty)
+    pids: int = 4096                      # process limit of the container (policy.limits.pids)
+    entry_owner: int = -1                 # the entry's owner, trusted at submission (checked on the node)
+    artifact_sha256: str = ""             # its artifact's digest at submission (checked on the node)
     format: int = FORMAT
 
     def to_json(self) -> str:

@@ -3,6 +3,12 @@
 NAME is a volume of the site config; SUBPATH must stay inside it (no `..`, no symbolic link
 leading out); the mode may be narrowed (rw -> ro) but never widened; the site may limit who
 uses a volume. The container sees it at <mount_root>/NAME/SUBPATH.
+
+What is checked here is the resolved directory, and that is what the job binds: the job spec
+carries the volume's real root and the real sub-path, with no link left in it. On the node the
+wrapper walks them again without following any link and holds the directory open, and the
+container checks that what the engine bound is that very directory (jobs/binds.py): a sub-path
+swapped for a link, or for another directory, after submission is refused, never followed.
 """
 from __future__ import annotations
 
@@ -24,17 +30,32 @@ UNSAFE = (",", ":")
 class VolumeMount:
     request: str
     volume: str
-    subpath: str
-    host: Path
+    subpath: str            # as asked
+    root: Path              # the volume's real directory
+    real_sub: str           # the real sub-path below it ("" for the root): no links, no '..'
     target: str
     readonly: bool
+
+    @property
+    def host(self) -> Path:
+        return self.root.joinpath(*self.real_sub.split("/")) if self.real_sub else self.root
 
     def mount(self) -> Mount:
         return Mount(self.host, self.target, self.readonly)
 
+    def job_spec(self) -> dict:
+        """What the node wrapper binds (and checks again there)."""
+        return {"root": str(self.root), "sub": self.real_sub, "host": str(self.host), "target": self.target,
+                "readonly": self.readonly}
+
     def record(self) -> dict:
         return {"request": self.request, "volume": self.volume, "host": str(self.host),
                 "target": self.target, "mode": "ro" if self.readonly else "rw"}
+
+
+def unsafe_in(path: str) -> str:
+    """The first character an engine would split a bind specification on, or ''."""
+    return next((c for c in UNSAFE if c in path), "")
 
 
 def parse_mount(text: str, site: Site, user: str) -> VolumeMount:
@@ -57,29 +78,38 @@ def parse_mount(text: str, site: Site, user: str) -> VolumeMount:
     parts = [p for p in sub.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise UsageError(f"{where}: '..' is not allowed in a volume sub-path")
-    for bad in UNSAFE:
-        if bad in sub:
-            raise UsageError(f"{where}: {bad!r} cannot appear in a mounted path (container engines "
-                             "split bind specifications on it)")
+    bad = unsafe_in(sub)
+    if bad:
+        raise UsageError(f"{where}: {bad!r} cannot appear in a mounted path (container engines "
+                         "split bind specifications on it)")
+    if any(c in sub for c in "\n\0"):
+        raise UsageError(f"{where}: a mounted path cannot hold a newline or NUL")
     root = volume.host_path(user)
-    if any(bad in str(root) for bad in UNSAFE):
-        raise UsageError(f"{where}: the site's path {root} holds ',' or ':', which engines cannot bind")
     try:
         real_root = root.resolve(strict=True)
-    except (FileNotFoundError, RuntimeError):
+    except (OSError, RuntimeError):
         raise UsageError(f"{where}: the volume's directory {root} does not exist") from None
+    if unsafe_in(str(real_root)):
+        raise UsageError(f"{where}: the site's path {real_root} holds ',' or ':', which engines cannot bind")
     host = root.joinpath(*parts)
     try:
         real = host.resolve(strict=True)
-    except (FileNotFoundError, RuntimeError):
+    except (OSError, RuntimeError):
         raise UsageError(f"{where}: {host} does not exist") from None
     if real != real_root and real_root not in real.parents:
         raise UsageError(f"{where}: {host} leads outside the volume {name!r} ({root}) through a "
                          "symbolic link")
+    bad = unsafe_in(str(real))
+    if bad:
+        raise UsageError(f"{where}: {host} leads to {real}, which holds {bad!r}: container engines split "
+                         "bind specifications on it, so it cannot be bound as it is")
+    if not (real.is_dir() or real.is_file()):
+        raise UsageError(f"{where}: {host} is neither a directory nor a regular file")
     if not os.access(real, os.R_OK | os.X_OK if real.is_dir() else os.R_OK):
         raise UsageError(f"{where}: {host} is not readable by {user}")
     target = posixpath.join(site.mount_root, name, *parts)
-    return VolumeMount(text, name, "/".join(parts), real, target, readonly)
+    real_sub = "/".join(real.relative_to(real_root).parts)
+    return VolumeMount(text, name, "/".join(parts), real_root, real_sub, target, readonly)
 
 
 def parse_mounts(texts: Sequence[str], site: Site, user: str) -> List[VolumeMount]:

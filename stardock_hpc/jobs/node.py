@@ -15,33 +15,35 @@ Started by the job script (wrappers/stardock-node) with the job spec on standard
 """
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import os
 import pwd
+import resource
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
+from stardock_hpc import proctree
 from stardock_hpc.cache import Cache
 from stardock_hpc.engines import get_engine
-from stardock_hpc.engines.base import Mount, RunOptions
+from stardock_hpc.engines.base import RunOptions
 from stardock_hpc.errors import StardockError
+from stardock_hpc.jobs.binds import Handover, Held, checked_command, hold_path, hold_volume, release
 from stardock_hpc.jobs.jobspec import JobSpec
 from stardock_hpc.jobs.records import RecordStore
 from stardock_hpc.jobs.runmarks import RunMarks
+from stardock_hpc.jobs.userdirs import private_dir
 
-PR_SET_CHILD_SUBREAPER = 36
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 SCRIPT_IN_CONTAINER = "/.stardock/job/script"
 PASSED = ("LANG", "LC_ALL", "TZ", "TERM")
-CLEANUP_GRACE = 5.0
 
 
 def log(msg: str) -> None:
@@ -49,9 +51,8 @@ def log(msg: str) -> None:
 
 
 def become_subreaper() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        log(f"warning: cannot become a child subreaper (errno {ctypes.get_errno()})")
+    if not proctree.set_subreaper(True):
+        log("warning: cannot become a child subreaper")
 
 
 def job_ids(environ: Dict[str, str]) -> Dict[str, Optional[str]]:
@@ -70,10 +71,15 @@ def runtime_dir(uid: int) -> str:
     except OSError:
         pass
     private = Path(tempfile.gettempdir()) / f"stardock-runtime-{uid}"
-    private.mkdir(mode=0o700, exist_ok=True)
+    try:
+        private.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
     st = private.lstat()
-    if st.st_uid != uid or not private.is_dir() or private.is_symlink():
-        raise RuntimeError(f"{private} is not a directory of ours")
+    if st.st_uid != uid or not stat.S_ISDIR(st.st_mode):
+        # another user took the name (a directory or a link of theirs): one of our own, for this job
+        log(f"warning: {private} is not a directory of yours; using a private one for this job")
+        return tempfile.mkdtemp(prefix=f"stardock-runtime-{uid}-")
     os.chmod(private, 0o700)
     forget_earlier_boots(private)
     return str(private)
@@ -138,81 +144,39 @@ def container_env(spec: JobSpec, environ: Dict[str, str], user: str, output_targ
     return env
 
 
-def descendants(root: int) -> List[int]:
-    """Processes below root (as a subreaper, every orphan of ours is reparented to us)."""
-    children: Dict[int, List[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def reap_all(grace: float = CLEANUP_GRACE) -> List[int]:
-    """Stop and reap whatever the engine left behind (conmon, pause processes...)."""
-    left = descendants(os.getpid())
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in left:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and descendants(os.getpid()):
-            _reap_nowait()
-            time.sleep(0.05)
-        if not descendants(os.getpid()):
-            break
-    _reap_nowait()
-    return left
-
-
-def _reap_nowait() -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
 def run(spec: JobSpec, args: List[str], environ: Dict[str, str]) -> int:
     become_subreaper()
     uid, gid = os.getuid(), os.getgid()
     user = pwd.getpwuid(uid).pw_name
     ids = job_ids(environ)
-    records = RecordStore(Path(spec.records))
+    try:
+        records_dir = private_dir(spec.records, user, uid, "job records directory (site config: records)")
+    except StardockError as exc:
+        log(f"error: {exc}")
+        return 1
+    records = RecordStore(records_dir)
     started = time.time()
     node = socket.gethostname()
     record = {"job": ids["job"], "array_task": ids["task"], "user": user, "node": node,
               "engine": spec.engine, "key": spec.key, "name": spec.name, "image": spec.tag,
               "mounts": spec.mounts, "start": started, "end": None, "exit_code": None, "state": "running"}
     workdir = Path(tempfile.mkdtemp(prefix=f"stardock-job-{ids['label']}-"))
-    output = Path(spec.outputs) / ids["label"]
     output_target = f"{spec.mount_root}/output"
-    record["output"] = str(output)
     # This process exists for the job: the engine commands it runs take its environment.
     os.environ["XDG_RUNTIME_DIR"] = runtime_dir(uid)
     for leak in ("DBUS_SESSION_BUS_ADDRESS", "CONTAINERS_STORAGE_CONF"):
         os.environ.pop(leak, None)
     container = f"stardock-{ids['label']}-{os.getpid()}"
-    marks = RunMarks(Path(spec.records), node)
+    marks = RunMarks(records_dir, node)
     code = 1
     child: Optional[subprocess.Popen] = None
     interrupted = False
+    held: List[Held] = []
+    handover: Optional[Handover] = None
     try:
-        output.mkdir(parents=True, exist_ok=True)
+        output = own_dir(private_dir(spec.outputs, user, uid, "outputs directory (site config: outputs)")
+                         / ids["label"])
+        record["output"] = str(output)
         script = workdir / "script"
         script.write_text(spec.script)
         script.chmod(0o500)
@@ -220,13 +184,20 @@ def run(spec: JobSpec, args: List[str], environ: Dict[str, str]) -> int:
         engine = get_engine(spec.engine)
         remove_orphans(marks)
         image = _image(engine, spec)
-        mounts = [Mount(Path(m["host"]), m["target"], m["readonly"]) for m in spec.mounts]
-        mounts += [Mount(script, SCRIPT_IN_CONTAINER, True), Mount(output, output_target, False)]
-        command = list(spec.command) if spec.command else [SCRIPT_IN_CONTAINER, *args]
-        argv = engine.run_argv(image, command, mounts,
-                               container_env(spec, environ, user, output_target), output_target,
-                               RunOptions(network=spec.network, uid=uid, gid=gid, runtime=spec.runtime_shim,
-                                          name=container, tmpdir=str(workdir), interactive=spec.interactive))
+        # what the container gets is held open from here on and proven in the container (binds.py)
+        for m in spec.mounts:
+            held.append(hold_volume(m))
+        held.append(hold_path(script, SCRIPT_IN_CONTAINER, True, "the batch script"))
+        held.append(hold_path(output, output_target, False, "the output directory"))
+        handover = Handover(held)
+        held = []
+        command = checked_command(handover.mounts, list(spec.command) if spec.command
+                                  else [SCRIPT_IN_CONTAINER, *args])
+        options = RunOptions(network=spec.network, uid=uid, gid=gid, runtime=spec.runtime_shim, name=container,
+                             tmpdir=str(workdir), interactive=spec.interactive,
+                             preserve_fds=len(handover.pass_fds), pids=process_limit(spec.pids))
+        argv = engine.run_argv(image, command, handover.mounts,
+                               container_env(spec, environ, user, output_target), output_target, options)
         records.write_run(ids["record_id"], ids["task"], record)
         forwarded: List[int] = []
 
@@ -238,7 +209,15 @@ def run(spec: JobSpec, args: List[str], environ: Dict[str, str]) -> int:
         for sig in FORWARDED:
             signal.signal(sig, forward)
         marks.mark(container, os.getpid(), spec.engine)
-        child = subprocess.Popen(argv, stdin=None if spec.interactive else subprocess.DEVNULL)
+        limits = engine.spawn_rlimits(options)
+
+        def in_child() -> None:
+            handover.in_child()
+            set_rlimits(limits)
+
+        child = subprocess.Popen(argv, stdin=None if spec.interactive else subprocess.DEVNULL,
+                                 pass_fds=handover.pass_fds, preexec_fn=in_child)
+        handover.close()  # the engine holds its own copies until the container has checked them
         status = child.wait()
         interrupted = status < 0 or bool(forwarded)
         code = status if status >= 0 else 128 - status
@@ -249,11 +228,14 @@ def run(spec: JobSpec, args: List[str], environ: Dict[str, str]) -> int:
         record["error"] = str(exc)
         code = 1
     finally:
+        release(held)
+        if handover is not None:
+            handover.close()
         for sig in FORWARDED:
             signal.signal(sig, signal.SIG_IGN)
         if child is not None and (interrupted or child.returncode is None):
             get_engine(spec.engine).remove_run(container)
-        reap_all()
+        proctree.stop_descendants()  # what the engine left behind (conmon, pause processes...)
         marks.unmark(container)
         shutil.rmtree(workdir, ignore_errors=True)
         record.update(end=time.time(), exit_code=code)
@@ -264,13 +246,36 @@ def run(spec: JobSpec, args: List[str], environ: Dict[str, str]) -> int:
     return code
 
 
+def own_dir(path: Path) -> Path:
+    """The job's own directory: made private, or (a requeued job) already ours and real."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        st = os.lstat(path)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            raise StardockError(f"{path} exists and is not a directory of yours; not writing the job's "
+                                "outputs there") from None
+    return path
+
+
+def process_limit(wanted: int) -> int:
+    """The site's process limit, never above what this job may already have (not raisable)."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+    return wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+
+
+def set_rlimits(limits: Dict[int, Tuple[int, int]]) -> None:
+    """In the engine's process, before it starts (only lowering: an unprivileged process may)."""
+    for which, value in limits.items():
+        resource.setrlimit(which, value)
+
+
 def _image(engine, spec: JobSpec):
+    """The image the job was submitted with, checked again here: the entry directory is still the
+    one owned by the builder trusted at submission, and its artifact still has the recorded digest."""
     entry_dir = Path(spec.entry)
-    cache = Cache(entry_dir.parent.parent)
-    entry = cache.entry_at(entry_dir)
-    if entry is None or not cache.verify(entry):
-        raise RuntimeError(f"the image {entry_dir} is missing or no longer matches its digest")
-    return engine.image_for(Path(spec.artifact), spec.tag)
+    entry = Cache(entry_dir.parent.parent).entry_for_run(entry_dir, spec.entry_owner, spec.artifact_sha256)
+    return engine.image_for(entry.artifact, spec.tag)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

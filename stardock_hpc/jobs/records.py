@@ -33,14 +33,17 @@ class RecordStore:
     def _dir(self, job: str) -> Path:
         return self.root / job
 
-    def write_submit(self, job: str, record: Dict) -> None:
+    def _made(self, job: str) -> Path:
         d = self._dir(job)
-        d.mkdir(parents=True, exist_ok=True)
+        d.mkdir(mode=0o700, exist_ok=True)
+        return d
+
+    def write_submit(self, job: str, record: Dict) -> None:
+        d = self._made(job)
         write_atomic(d / "submit.json", json.dumps(record, indent=2, sort_keys=True) + "\n", mode=0o600)
 
     def write_run(self, job: str, task: Optional[str], record: Dict) -> None:
-        d = self._dir(job)
-        d.mkdir(parents=True, exist_ok=True)
+        d = self._made(job)
         name = f"run.{task}.json" if task else "run.json"
         write_atomic(d / name, json.dumps(record, indent=2, sort_keys=True) + "\n", mode=0o600)
 

@@ -3,6 +3,8 @@ submission, and the records that let `stardock status/logs/outputs` find the job
 from __future__ import annotations
 
 import getpass
+import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +22,10 @@ from stardock_hpc.jobs.records import RecordStore
 from stardock_hpc.jobs.request import SubmitRequest
 from stardock_hpc.jobs.sbatch_options import Option
 from stardock_hpc.jobs.script import render_job_script
+from stardock_hpc.jobs.userdirs import private_dir
 from stardock_hpc.resources import data_dir
 from stardock_hpc.schedulers.base import Scheduler, Submission, Submitted
-from stardock_hpc.site import Site, expand_path
+from stardock_hpc.site import Site
 
 RUNTIME_SHIM = "stardock-runc"
 
@@ -35,15 +38,18 @@ class Prepared:
     spec: JobSpec
     script: str
     built: Optional[bool]  # None: given as --image
+    records: Path          # the user's records directory, checked
+    outputs: Path          # the user's outputs directory, checked
 
 
 def choose_image(req: SubmitRequest, site: Site, catalog: Catalog, engine_name: Optional[str],
-                 on_line: Optional[Callable[[str], None]]) -> Tuple[Entry, Optional[bool]]:
+                 on_line: Optional[Callable[[str], None]],
+                 say: Optional[Callable[[str], None]] = None) -> Tuple[Entry, Optional[bool]]:
     if bool(req.spec) == bool(req.image):
         raise UsageError("stardock sbatch: give exactly one of --env SPEC or --image KEY "
                          "(on the command line or in a #STARDOCK line)")
     if req.spec:
-        result = build(req.spec, site, catalog, get_engine(engine_name or site.engine), on_line)
+        result = build(req.spec, site, catalog, get_engine(engine_name or site.engine), on_line, say)
         return result.entry, result.built
     cache = Cache(site.cache, site.trusted_builders)
     entry = cache.find(req.image or "")
@@ -58,22 +64,43 @@ def choose_image(req: SubmitRequest, site: Site, catalog: Catalog, engine_name: 
 
 
 def prepare(req: SubmitRequest, site: Site, catalog: Catalog,
-            on_line: Optional[Callable[[str], None]] = None) -> Prepared:
+            on_line: Optional[Callable[[str], None]] = None,
+            say: Optional[Callable[[str], None]] = None) -> Prepared:
+    """on_line: the build's output, line by line; say: stardock's own messages (a wait for a lock)."""
     assert req.script is not None
     user = getpass.getuser()
     check_limits(req.all_sbatch(), site.policy.limits, site.source)
     mounts = parse_mounts(req.mounts, site, user)
-    entry, built = choose_image(req, site, catalog, req.engine, on_line)
+    # what would fail after submission is checked before it
+    records, outputs = user_dirs(site, user)
+    entry, built = choose_image(req, site, catalog, req.engine, on_line, say)
     shim = str(data_dir("wrappers") / RUNTIME_SHIM) if entry.engine == "podman" else None
     spec = JobSpec(
         engine=entry.engine, entry=str(entry.path), artifact=str(entry.artifact), key=entry.key,
         name=entry.meta.get("name", "?"),
         tag=entry.meta.get("image_tag") or image_tag(entry.meta.get("name", "image"), entry.key),
-        mounts=[{"host": str(m.host), "target": m.target, "readonly": m.readonly} for m in mounts],
-        outputs=str(expand_path(site.outputs, user)), records=str(expand_path(site.records, user)),
+        mounts=[m.job_spec() for m in mounts], outputs=site.outputs, records=site.records,
         mount_root=site.mount_root, network=site.policy.network, script=req.script.text,
-        script_name=str(req.script.path or "--wrap"), pass_env=list(req.pass_env), runtime_shim=shim)
-    return Prepared(entry, entry.engine, mounts, spec, render_job_script(req.script, spec), built)
+        script_name=str(req.script.path or "--wrap"), pass_env=list(req.pass_env), runtime_shim=shim,
+        pids=site.policy.limits.pids, entry_owner=entry.owner, artifact_sha256=entry.meta["artifact_sha256"])
+    return Prepared(entry, entry.engine, mounts, spec, render_job_script(req.script, spec), built,
+                    records, outputs)
+
+
+def user_dirs(site: Site, user: str) -> Tuple[Path, Path]:
+    """The user's records and outputs directories: private, nobody else's, and writable (a job
+    Slurm accepted must never lose its record)."""
+    uid = os.getuid()
+    records = private_dir(site.records, user, uid, f"job records directory (records in {site.source})")
+    outputs = private_dir(site.outputs, user, uid, f"outputs directory (outputs in {site.source})")
+    for path, what in ((records, "job records"), (outputs, "job outputs")):
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".stardock-probe-", dir=path)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise UsageError(f"cannot write {what} in {path}: {exc.strerror}; nothing was submitted") from None
+    return records, outputs
 
 
 def site_defaults(req: SubmitRequest, site: Site, environ: Dict[str, str]) -> List[Option]:
@@ -86,7 +113,8 @@ def site_defaults(req: SubmitRequest, site: Site, environ: Dict[str, str]) -> Li
 
 
 def submit(req: SubmitRequest, prepared: Prepared, site: Site, scheduler: Scheduler, cwd: Path,
-           environ: Dict[str, str]) -> Submitted:
+           environ: Dict[str, str], warn: Callable[[str], None]) -> Submitted:
+    """Submit; once Slurm has the job, nothing fails any more: bookkeeping problems are warnings."""
     assert req.script is not None
     name = req.script.path.name if req.script.path else "wrap"
     options = site_defaults(req, site, environ) + list(req.sbatch)
@@ -98,9 +126,13 @@ def submit(req: SubmitRequest, prepared: Prepared, site: Site, scheduler: Schedu
         "user": getpass.getuser(), "backend": scheduler.name, "cwd": str(cwd),
         "script": prepared.spec.script_name, "args": req.args, "sbatch": [t for o in options for t in o.tokens],
         "engine": prepared.engine, "key": prepared.entry.key, "name": prepared.spec.name,
-        "artifact": prepared.spec.artifact, "mounts": [m.record() for m in prepared.mounts],
-        "outputs": prepared.spec.outputs, "spec": str(req.spec) if req.spec else None,
+        "artifact": str(prepared.entry.artifact), "mounts": [m.record() for m in prepared.mounts],
+        "outputs": str(prepared.outputs), "spec": str(req.spec) if req.spec else None,
     }
-    RecordStore(Path(prepared.spec.records)).write_submit(submitted.job_id, record)
+    try:
+        RecordStore(prepared.records).write_submit(submitted.job_id, record)
+    except OSError as exc:
+        warn(f"job {submitted.job_id} was submitted, but its record could not be written in "
+             f"{prepared.records} ({exc.strerror}): `stardock status` shows only what Slurm knows of it")
     Cache(site.cache, site.trusted_builders).register_use(prepared.entry, submitted.job_id)
     return submitted

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stardock_hpc.jobs.jobspec import JobSpec
+from stardock_hpc.jobs.jobspec import FORMAT, JobSpec
 from stardock_hpc.jobs.request import read_script
 from stardock_hpc.jobs.script import render_job_script
 from test_golden import check
@@ -20,10 +20,12 @@ def spec_for(script) -> JobSpec:
     return JobSpec(engine="podman", entry="/srv/stardock/cache/entries/k-u1000",
                    artifact="/srv/stardock/cache/entries/k-u1000/image.oci.tar", key="f" * 64,
                    name="m51-photometry", tag="localhost/stardock/m51-photometry:ffffffffffffffff",
-                   mounts=[{"host": "/srv/archive/m51", "target": "/data/archive/m51", "readonly": True}],
-                   outputs="/scratch/u/stardock-outputs", records="/home/u/.local/share/stardock/jobs",
+                   mounts=[{"root": "/srv/archive", "sub": "m51", "host": "/srv/archive/m51",
+                            "target": "/data/archive/m51", "readonly": True}],
+                   outputs="/scratch/{user}/stardock-outputs", records="{home}/.local/share/stardock/jobs",
                    mount_root="/data", network=False, script=script.text, script_name=str(script.path.name),
-                   runtime_shim="/opt/stardock/wrappers/stardock-runc")
+                   runtime_shim="/opt/stardock/wrappers/stardock-runc", pids=4096, entry_owner=1000,
+                   artifact_sha256="a" * 64)
 
 
 def render(name: str) -> str:
@@ -48,4 +50,4 @@ def test_job_script_is_valid_bash_and_carries_the_script_intact(name):
     # every #SBATCH line of the batch script is kept, verbatim and in order
     sbatch = [line for line in (HERE / name).read_text().splitlines() if line.startswith("#SBATCH")]
     assert [line for line in lines if line.startswith("#SBATCH")] == sbatch
-    assert json.loads(lines[-2])["format"] == 1
+    assert json.loads(lines[-2])["format"] == FORMAT

@@ -13,6 +13,9 @@ def test_doctor_finds_the_testbed_healthy_and_names_the_accounting_setup():
     assert checks["job accounting"]["detail"].startswith("jobacct_gather/linux")
     assert "read-only cgroups" in checks["podman accounting"]["detail"]
     assert checks["proctrack"]["detail"] == "proctrack/cgroup"
+    # what is enforced by whom (proven for real by tests/integration/test_attacks_jobs.py)
+    assert checks["process limit"]["detail"].startswith("policy.limits.pids = 4096")
+    assert "Apptainer: --pid" in checks["process view"]["detail"]
 
 
 def test_site_check_fails_clearly_on_a_broken_site(tmp_path):

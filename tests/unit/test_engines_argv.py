@@ -1,6 +1,7 @@
 """run_argv is pure: the difference between the engines' command lines is tested without them."""
 from __future__ import annotations
 
+import resource
 from pathlib import Path
 
 import pytest
@@ -22,10 +23,28 @@ def test_podman_run_is_rootless_daemonless_and_isolated():
     assert argv[:3] == ["podman", "run", "--rm"]
     assert "--pull=never" in argv and "--network=none" in argv and "--userns=keep-id" in argv
     assert "--user=1001:1001" in argv and "--init" in argv
+    assert "--security-opt=no-new-privileges" in argv
     assert ["--volume", "/srv/archive/m51:/data/archive/m51:ro"] == argv[argv.index("--volume"):][:2]
     assert "/scratch/u/job 1:/data/output:rw" in argv
     assert ["--env", "A=it's $(id) `x`\nnext"] == argv[argv.index("--env"):][:2]
     assert argv[-3:] == ["localhost/stardock/x:k", "python3", "run.py"]
+
+
+def test_podman_passes_the_held_descriptors_and_limits_the_containers_processes():
+    argv = PodmanEngine().run_argv(ImageRef("podman", "i"), ["true"], MOUNTS, {}, None,
+                                   RunOptions(preserve_fds=3, pids=512))
+    assert "--preserve-fds=3" in argv and "--ulimit=nproc=512:512" in argv
+    assert PodmanEngine().spawn_rlimits(RunOptions(pids=512)) == {}  # podman and conmon are not limited
+    plain = PodmanEngine().run_argv(ImageRef("podman", "i"), ["true"], [], {}, None, RunOptions())
+    assert not any(a.startswith(("--preserve-fds", "--ulimit")) for a in plain)
+
+
+def test_apptainer_sees_only_the_jobs_processes_and_is_limited_on_its_own_process():
+    argv = ApptainerEngine().run_argv(ImageRef("apptainer", "/c/x.sif"), ["true"], [], {}, None,
+                                      RunOptions(preserve_fds=2, pids=512))
+    assert "--pid" in argv[:argv.index("/c/x.sif")]
+    assert ApptainerEngine().spawn_rlimits(RunOptions(pids=512)) == {resource.RLIMIT_NPROC: (512, 512)}
+    assert ApptainerEngine().spawn_rlimits(RunOptions()) == {}
 
 
 def test_podman_network_follows_policy():
