@@ -222,7 +222,7 @@ def forget_jobs(jobs: Iterable[str], settings: Dict) -> None:
     for job in jobs:
         shutil.rmtree(records / job, ignore_errors=True)
         shutil.rmtree(outputs / job, ignore_errors=True)
-        for mark in inuse.glob(f"*/{job}.u{os.getuid()}"):
+        for mark in inuse.glob(f"*.j{job}.u{os.getuid()}"):  # inuse/<entry>.j<job>.u<uid> (cache.py)
             try:
                 mark.unlink()
             except OSError:
