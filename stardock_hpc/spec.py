@@ -95,7 +95,8 @@ class Environment:
 
 # --- checks that need more than a pattern -----------------------------------------------------
 
-def _check_source(value: str) -> None:
+def check_file_source(value: str) -> None:
+    """A `files:` src as the spec accepts it, or Invalid (`stardock import` checks with it too)."""
     path = PurePosixPath(value)
     if path.is_absolute() or value.startswith("~"):
         raise Invalid("file sources are relative to the spec's directory; absolute paths are "
@@ -106,7 +107,8 @@ def _check_source(value: str) -> None:
         raise Invalid("file names with newlines are not allowed")
 
 
-def _check_dest(value: str) -> None:
+def check_file_dest(value: str) -> None:
+    """A `files:` dest as the spec accepts it, or Invalid (`stardock import` checks with it too)."""
     if not value.startswith("/"):
         raise Invalid("destinations are absolute paths in the image (start with '/')")
     if ".." in PurePosixPath(value).parts:
@@ -155,8 +157,8 @@ def spec_type(apps: Optional[Iterable[str]] = None, bases: Optional[Iterable[str
                           unique=True), default=()),
     }, "Packages beyond the apps'.", make=lambda apt, pip: Packages(tuple(apt), tuple(pip)))
     file_copy = Obj({
-        "src": Key(Str("Path relative to the spec's directory.", check=_check_source), required=True),
-        "dest": Key(Str("Absolute path in the image.", check=_check_dest), required=True),
+        "src": Key(Str("Path relative to the spec's directory.", check=check_file_source), required=True),
+        "dest": Key(Str("Absolute path in the image.", check=check_file_dest), required=True),
     }, "A file or directory copied into the image.", make=lambda src, dest: FileCopy(src, dest))
     return Obj({
         "name": Key(Str("The environment's name; it names the image.", pattern=NAME_RE,

@@ -13,8 +13,8 @@ import pytest
 from stardock_hpc import cli as cli_module
 from stardock_hpc.catalog import load_catalog
 from stardock_hpc.commands.importcmd import COMMANDS, import_recipe_cmd
-from stardock_hpc.import_rules import REASON_SECRET, REASON_SSHD
 from stardock_hpc.importer import default_name, import_recipe, render_yaml
+from stardock_hpc.importer.rules import REASON_SECRET, REASON_SSHD
 from stardock_hpc.plan import BASE_PATH, VENV
 from stardock_hpc.spec import parse_spec
 
@@ -164,7 +164,7 @@ def test_env_forms_add_and_multiline_run(tmp_path, catalog):
 
 
 def test_spython_still_misreads_these(tmp_path, monkeypatch):
-    """Why the importer reads recipes itself (see stardock_hpc/importer.py). When this fails, spython got
+    """Why the importer reads recipes itself (see stardock_hpc/importer/__init__.py). When this fails, spython got
     better: consider reading with it again."""
     parsers = pytest.importorskip("spython.main.parse.parsers")
     from spython.logger import bot

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Dict, List, Mapping, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 from stardock_hpc.errors import UsageError
-from stardock_hpc.import_rules import REASON_SECRET, SECRET_NAME, ShellRules, refusal
-from stardock_hpc.import_shell import ShellSyntax, dedent_script, one_line, script_commands, split_flat, unquote
-from stardock_hpc.import_spec import PATH_MARK, SpecBuilder
-from stardock_hpc.import_words import Unresolved, shell_env_line
-from stardock_hpc.site import BaseImage
+from stardock_hpc.importer.base import RecipeImporter
+from stardock_hpc.importer.rules import SECRET_NAME, refusal
+from stardock_hpc.importer.shell import ShellSyntax, dedent_script, one_line, script_commands, split_flat, unquote
+from stardock_hpc.importer.words import Unresolved, shell_env_line
 
 _SECTION = re.compile(r"\s*%([A-Za-z]+)\b[ \t]*(.*)")
 _HEADER = re.compile(r"([A-Za-z]+)\s*:\s*(.*)")
@@ -86,14 +84,7 @@ def lex(text: str) -> List[Stage]:
     return stages
 
 
-class DefImporter:
-    def __init__(self, path: Path, builder: SpecBuilder, bases: Mapping[str, BaseImage]) -> None:
-        self.directory = path.parent.resolve()
-        self.out = builder
-        self.bases = bases
-        self.vars: Dict[str, str] = {}
-        self.rules = ShellRules(builder.in_image)
-
+class DefImporter(RecipeImporter):
     def run(self, stages: List[Stage]) -> None:
         for stage, after in zip(stages, stages[1:]):
             what = " ".join(f"{k.capitalize()}: {v}" for k, (v, _n) in stage.header.items() if k != "stage")
@@ -135,24 +126,15 @@ class DefImporter:
         for key, (value, number) in header.items():
             self.out.drop(f"{key}: {value}", "a header stardock does not use", number)
 
-    def lookup(self, name: str) -> str:
-        if name == "PATH":
-            return self.vars.get("PATH", PATH_MARK)
-        if name in self.vars:
-            return self.vars[name]
-        if SECRET_NAME.search(name) or re.fullmatch(r"HOME|USER|LOGNAME|SLURM_.*|STARDOCK_.*", name):
-            raise Unresolved(name)
+    def note_unset(self, name: str) -> None:
         self.out.note(f"${name} is not set by the recipe: expanded to nothing (stardock starts "
                       "containers with a clean environment)")
-        return ""
 
     def _env_line(self, line: str, shown: str) -> bool:
         try:
             pairs = shell_env_line(line, self.vars, self.lookup)
         except Unresolved as exc:
-            self.out.drop(shown, REASON_SECRET if SECRET_NAME.search(exc.name) else
-                          f"uses ${exc.name}, which has no literal value here (known only at run "
-                          "time; values in the spec are taken literally)")
+            self.drop_unresolved(shown, exc)
             return True
         for key, value in pairs or []:
             self.out.add_env(key, value, f"{shown} ({key})" if len(pairs or []) > 1 else shown)
@@ -160,12 +142,16 @@ class DefImporter:
                 self.vars[key] = value
         return pairs is not None
 
-    def _environment(self, section: Section) -> None:
+    def _entries(self, section: Section) -> Iterator[str]:
+        """The section's lines that are not blank or comments, with out.line following them."""
         lines, first = section.body()
         for offset, line in enumerate(lines):
             self.out.line = first + offset
-            if not line.strip() or line.strip().startswith("#"):
-                continue
+            if line.strip() and not line.strip().startswith("#"):
+                yield line
+
+    def _environment(self, section: Section) -> None:
+        for line in self._entries(section):
             shown = f"%environment: {one_line(line)}"
             if not self._env_line(line.strip(), shown):
                 self.out.drop(shown, "%environment: only plain VAR=value assignments carry over")
@@ -200,11 +186,7 @@ class DefImporter:
         if section.args:
             self.out.drop(f"%files {section.args}", "copies from another stage, which is not imported")
             return
-        lines, first = section.body()
-        for offset, line in enumerate(lines):
-            self.out.line = first + offset
-            if not line.strip() or line.strip().startswith("#"):
-                continue
+        for line in self._entries(section):
             words = [unquote(w) for w in line.split()]
             if None in words or len(words) > 2:
                 self.out.drop(one_line(line), "expected 'SOURCE [DESTINATION]'")
@@ -215,8 +197,8 @@ class DefImporter:
                 self.out.drop(one_line(line), "an absolute path on the build host: copy it next to "
                               "the recipe and name it relative to it")
                 continue
-            matches = sorted(self.directory.glob(src)) if any(c in src for c in "*?[") else [self.directory / src]
-            if not matches or not matches[0].exists():
+            matches = self.sources(src)
+            if not matches:
                 self.out.drop(one_line(line), "not found next to the recipe")
                 continue
             for source in matches:
@@ -246,11 +228,7 @@ class DefImporter:
         self.out.command = script
 
     def _labels(self, section: Section) -> None:
-        lines, first = section.body()
-        for offset, line in enumerate(lines):
-            self.out.line = first + offset
-            if not line.strip() or line.strip().startswith("#"):
-                continue
+        for line in self._entries(section):
             key, _, value = line.strip().partition(" ")
             shown = f"%labels {key} …" if SECRET_NAME.search(key) else f"%labels {one_line(line)}"
             self.out.add_label(key, value.strip(), shown)

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
 
 from stardock_hpc.errors import UsageError
-from stardock_hpc.import_rules import REASON_SECRET, SECRET_NAME, ShellRules, refusal
-from stardock_hpc.import_shell import ShellSyntax, dedent_script, one_line, script_commands
-from stardock_hpc.import_spec import PATH_MARK, SpecBuilder
-from stardock_hpc.import_words import Unresolved, docker_words
+from stardock_hpc.importer.base import RecipeImporter
+from stardock_hpc.importer.rules import REASON_SECRET, SECRET_NAME, refusal
+from stardock_hpc.importer.shell import VARIABLE, ShellSyntax, dedent_script, one_line, script_commands
+from stardock_hpc.importer.spec_builder import SpecBuilder
+from stardock_hpc.importer.words import Unresolved, docker_words
 from stardock_hpc.site import BaseImage
 
 _HEREDOC = re.compile(r"<<(-?)([\"']?)([A-Za-z_][A-Za-z0-9_.-]*)\2")
@@ -93,29 +94,20 @@ def lex(text: str) -> List[Instruction]:
     return out
 
 
-class DockerImporter:
+class DockerImporter(RecipeImporter):
+    RUN_TIME_ONLY = "HOME, USER, ... are known only at run time"
+
     def __init__(self, path: Path, builder: SpecBuilder, bases: Mapping[str, BaseImage]) -> None:
-        self.context = path.parent.resolve()
-        self.out = builder
-        self.bases = bases
-        self.vars: Dict[str, str] = {}
+        super().__init__(path, builder, bases)
         self.workdir = "/"
-        self.rules = ShellRules(builder.in_image)
         self.cmd: Optional[Instruction] = None
         self.entrypoint: Optional[Instruction] = None
         self.stages: List[str] = []
         self.global_args: Dict[str, str] = {}
 
-    def lookup(self, name: str) -> str:
-        if name == "PATH":
-            return self.vars.get("PATH", PATH_MARK)
-        if name in self.vars:
-            return self.vars[name]
-        if SECRET_NAME.search(name) or re.fullmatch(r"HOME|USER|LOGNAME|SLURM_.*|STARDOCK_.*", name):
-            raise Unresolved(name)
+    def note_unset(self, name: str) -> None:
         self.note_once(f"${name} is not set by the recipe: expanded to nothing, as Docker does on a "
                        "Debian base")
-        return ""
 
     def run(self, instructions: List[Instruction]) -> None:
         froms = [i for i, inst in enumerate(instructions) if inst.keyword == "FROM"]
@@ -159,9 +151,7 @@ class DockerImporter:
         try:
             return docker_words(inst.args, self.lookup, split=split)
         except Unresolved as exc:
-            self.out.drop(inst.shown, REASON_SECRET if SECRET_NAME.search(exc.name) else
-                          f"uses ${exc.name}, which has no literal value here (HOME, USER, ... are "
-                          "known only at run time; values in the spec are taken literally)", inst.line)
+            self.drop_unresolved(inst.shown, exc, inst.line)
         except ShellSyntax as exc:
             self.out.drop(inst.shown, f"cannot be read: {exc}", inst.line)
         return None
@@ -273,7 +263,7 @@ class DockerImporter:
                 self.out.drop(shown, REASON_SECRET)
             elif not has_value:
                 self.out.drop(shown, "has no default value and stardock has no build arguments")
-            elif not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            elif not VARIABLE.fullmatch(key):
                 self.out.drop(shown, "not a variable name")
             else:
                 self.vars[key] = value
@@ -340,8 +330,8 @@ class DockerImporter:
         if rel == ".." or rel.startswith("../"):
             self.out.drop(shown, "outside the build context")
             return
-        matches = sorted(self.context.glob(rel)) if any(c in rel for c in "*?[") else [self.context / rel]
-        if not matches or not matches[0].exists():
+        matches = self.sources(rel)
+        if not matches:
             self.out.drop(shown, "not found in the build context (taken to be the recipe's directory)")
             return
         for source in matches:

@@ -1,21 +1,5 @@
-"""`stardock import`: turn an existing recipe (Dockerfile / Containerfile, or an Apptainer /
-Singularity .def) into an environment spec, listing everything that is not carried over.
-
-spython's parsers were the plan, and were studied (0.3.14): they cannot be the reader. The
-Docker parser crashes on `ENV K a b` (and splits `ENV K a b c` into K=a, b=c), reads a RUN, CMD
-or COPY one physical line at a time (continued lines become separate commands, a two-line CMD
-becomes its second line), takes `--chown=...` for a source file, splits `COPY ["a b", "/x"]`
-at the space, turns USER into a shell line and ADD of a URL or archive into curl / `tar -zvf`
-commands, and loses unnamed final stages. The Singularity parser strips indentation and blank
-lines from %post (here-documents, Python snippets), writes %runscript and %test into the build
-as `echo ... >> /entrypoint.sh` lines, drops %setup, files %help, %startscript and %app* as
-comments, refuses non-docker Bootstrap types, keeps quotes in %environment values and drops its
-non-assignment lines without a word. So the recipe is read here: import_docker and import_def
-read the two formats, import_shell / import_words the shell text and Dockerfile words,
-import_rules decides what each command becomes, import_spec collects the spec (checking each
-value as the spec would). tests/unit/test_import.py keeps checking spython's behaviour so the
-choice can be revisited.
-"""
+"""A recipe file in, an ImportResult out: read it, tell which format it is, name the
+environment, and run the importer for its format over it."""
 from __future__ import annotations
 
 import re
@@ -23,25 +7,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
-import yaml
-
-from stardock_hpc import __version__
 from stardock_hpc.catalog import Catalog
 from stardock_hpc.errors import UsageError
 from stardock_hpc.fsutil import read_text
-from stardock_hpc.import_def import DefImporter
-from stardock_hpc.import_def import lex as lex_def
-from stardock_hpc.import_docker import DockerImporter
-from stardock_hpc.import_docker import lex as lex_docker
-from stardock_hpc.import_spec import NotCarried, SpecBuilder
+from stardock_hpc.importer.definition import DefImporter
+from stardock_hpc.importer.definition import lex as lex_def
+from stardock_hpc.importer.docker import DockerImporter
+from stardock_hpc.importer.docker import lex as lex_docker
+from stardock_hpc.importer.spec_builder import NotCarried, SpecBuilder
 from stardock_hpc.site import DEFAULT_BASES, BaseImage
 from stardock_hpc.spec import NAME_RE
 
 MAX_BYTES = 1 << 20
 DOCKERFILE, DEFINITION = "Dockerfile", "Apptainer definition"
 _GENERIC_NAMES = {"dockerfile", "containerfile", "singularity", "apptainer", "recipe", "def", ""}
-
-__all__ = ["ImportResult", "NotCarried", "import_recipe", "render_yaml", "default_name"]
 
 
 @dataclass
@@ -115,36 +94,3 @@ def import_recipe(path: Path, name: Optional[str] = None, catalog: Optional[Cata
         raise UsageError(f"{path}: {exc.message}", exc.hint) from None
     spec = builder.spec(name or default_name(path), catalog)
     return ImportResult(path, kind, spec, builder.not_carried, builder.notes)
-
-
-class _Dumper(yaml.SafeDumper):
-    def increase_indent(self, flow: bool = False, indentless: bool = False):
-        return super().increase_indent(flow, False)  # indent list items under their key
-
-
-def _str(dumper: yaml.SafeDumper, value: str):
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
-
-
-_Dumper.add_representer(str, _str)
-
-
-def _comment(text: str) -> str:
-    """One line of printable text: what a YAML comment may hold."""
-    return re.sub(r"[^\t\x20-\x7e\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]+", "?", text)
-
-
-def render_yaml(result: ImportResult) -> str:
-    """The spec as stardock.yaml text, headed by comments that list what was not carried over
-    and the notes, so that they stay with the file."""
-    head = [f"# stardock.yaml imported from {result.source.name} ({result.kind}) by stardock-hpc "
-            f"{__version__}.",
-            "# Review it, then build it: stardock build stardock.yaml"]
-    if result.not_carried:
-        head += ["#", f"# Not carried over ({len(result.not_carried)}):"]
-        head += [f"#   - {_comment(str(item))}" for item in result.not_carried]
-    if result.notes:
-        head += ["#", "# Notes:"] + [f"#   - {_comment(note)}" for note in result.notes]
-    body = "".join(yaml.dump({key: value}, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
-                             allow_unicode=True, width=1 << 16) for key, value in result.spec.items())
-    return "\n".join(head) + "\n\n" + body

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set
 
 from stardock_hpc.catalog import Catalog
-from stardock_hpc.import_rules import REASON_SECRET, REASON_SSHD, SECRET_NAME, SECRET_TEXT, Lifted, redact
+from stardock_hpc.importer.rules import REASON_SECRET, REASON_SSHD, SECRET_NAME, SECRET_TEXT, Lifted, redact
 from stardock_hpc.plan import BASE_PATH, VENV
 from stardock_hpc.schema import Invalid
 from stardock_hpc.site import BaseImage
@@ -22,8 +22,8 @@ from stardock_hpc.spec import (
     LABEL_KEY_RE,
     RESERVED_ENV,
     RESERVED_LABEL_PREFIX,
-    _check_dest,
-    _check_source,
+    check_file_dest,
+    check_file_source,
 )
 
 # $PATH in a recipe means the PATH of the base image; stardock sets its own, known only when
@@ -102,7 +102,7 @@ class SpecBuilder:
                   "otherwise pick one of those")
 
     def add_env(self, key: str, value: str, what: str) -> None:
-        if SECRET_NAME.search(key) or SECRET_TEXT.search(f"{key}={value}"):
+        if _secret(key, value):
             self.drop(what, REASON_SECRET)
         elif not re.fullmatch(ENV_KEY_RE, key):
             self.drop(what, "not a valid environment variable name")
@@ -120,7 +120,7 @@ class SpecBuilder:
     def add_label(self, key: str, value: str, what: str) -> None:
         if key.startswith(RESERVED_LABEL_PREFIX):
             self.drop(what, f"labels under {RESERVED_LABEL_PREFIX} are written by stardock-hpc")
-        elif SECRET_NAME.search(key) or SECRET_TEXT.search(f"{key}={value}"):
+        elif _secret(key, value):
             self.drop(what, REASON_SECRET)
         elif not re.fullmatch(LABEL_KEY_RE, key):
             self.drop(what, "not a valid label name (letters, digits, '.', '_', '/', '-')")
@@ -144,8 +144,8 @@ class SpecBuilder:
                       "next to the recipe to carry it)")
             return False
         try:
-            _check_source(rel)
-            _check_dest(dest)
+            check_file_source(rel)
+            check_file_dest(dest)
         except Invalid as exc:
             self.drop(what, str(exc))
             return False
@@ -207,6 +207,10 @@ class SpecBuilder:
                                "files": self.files, "build": self.build, "env": env,
                                "command": self.command, "labels": self.labels}
         return {k: v for k, v in out.items() if v is not None and v != [] and v != {}}
+
+
+def _secret(key: str, value: str) -> bool:
+    return bool(SECRET_NAME.search(key) or SECRET_TEXT.search(f"{key}={value}"))
 
 
 def _matching_apps(apt: List[str], catalog: Optional[Catalog]) -> List[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Callable, Dict, List, Optional, Tuple
 
-from stardock_hpc.import_shell import ShellSyntax
+from stardock_hpc.importer.shell import ASSIGNMENT, VARIABLE, ShellSyntax
 
 
 class Unresolved(ValueError):
@@ -96,10 +96,10 @@ def shell_env_line(line: str, variables: Dict[str, str], lookup: Lookup) -> Opti
         words = words[1:]
     pairs: List[Tuple[str, str]] = []
     for word in words:
-        m = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", word, re.S)
+        m = ASSIGNMENT.fullmatch(word)
         if m:
             pairs.append((m.group(1), m.group(2)))
-        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", word) and word in variables:
+        elif VARIABLE.fullmatch(word) and word in variables:
             continue  # `export NAME` of a name set before: nothing new
         else:
             return None

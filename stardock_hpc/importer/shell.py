@@ -30,7 +30,8 @@ _CLOSERS = {"fi", "esac", "done", "}"}
 _RESTART = {"then", "do", "else", "elif", "!", "time", "if", "while", "until", "{"}
 # a line that is none of these, with no ||, &, ( ) or here-document, is a flat command list
 _COMPOUND = _OPENERS | _CLOSERS | {"then", "do", "else", "elif", "function", "!"}
-_ASSIGN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+ASSIGNMENT = re.compile(rf"({VARIABLE.pattern})=(.*)", re.S)   # NAME=value, as a word
 
 
 def _skip_quoted(text: str, i: int) -> int:
@@ -166,7 +167,7 @@ def _walk(toks: List[Tok]):
                 depth += 1
             elif here and tok.text in _CLOSERS:
                 depth = max(depth - 1, 0)
-            cmdpos = here and (tok.text in _RESTART or tok.text in _CLOSERS or bool(_ASSIGN.match(tok.text)))
+            cmdpos = here and (tok.text in _RESTART or tok.text in _CLOSERS or bool(ASSIGNMENT.match(tok.text)))
         yield tok, here, depth + parens
 
 
@@ -293,7 +294,7 @@ def summarize(text: str) -> str:
             out.append("; " if tok.text in ("\n", "<<") else f" {tok.text} ")
         elif cmdpos:
             name = unquote(tok.text)
-            shown = name if name and not _ASSIGN.match(name) else "…"
+            shown = name if name and not ASSIGNMENT.match(name) else "…"
             out.append(("" if not out or out[-1].endswith(" ") else " ") + shown)
         elif not out or not out[-1].endswith("…"):
             out.append(" …")

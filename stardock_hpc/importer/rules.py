@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence, Tuple
 
-from stardock_hpc.import_shell import Segment, command_words, one_line, split_flat, summarize, unquote
+from stardock_hpc.importer.shell import ASSIGNMENT, Segment, command_words, one_line, split_flat, summarize, unquote
 from stardock_hpc.spec import APT_RE, PIP_RE
 
 REASON_SECRET = ("sets a password/secret: stardock uses Slurm's authentication; "
@@ -36,7 +36,6 @@ SECRET_TEXT = re.compile(r"(?i)\bpass(?:word|wd)?\b\s*[:=]\s*\S+|\.netrc\b|\.pgp
                          r"|\bAKIA[0-9A-Z]{16}\b|-----BEGIN [A-Z ]*PRIVATE KEY-----")
 _ADDS_REPO = re.compile(r"add-apt-repository|apt-key|/etc/apt/(?:sources\.list|keyrings|trusted)"
                         r"|/usr/share/keyrings|extrepo")
-_ASSIGN = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", re.S)
 _APT_INSTALL = re.compile(r"\bapt(?:-get)?\b[^;&|]*\binstall\b")
 
 _APT_TOOLS = {"apt-get", "apt", "aptitude"}
@@ -86,7 +85,7 @@ def refusal(text: str, sshd: bool = True) -> Optional[str]:
         if tool in _SECRET_TOOLS or (tool == "openssl" and words[1:2] == ["passwd"]):
             return REASON_SECRET
         for word in words:
-            assign = _ASSIGN.fullmatch(word)
+            assign = ASSIGNMENT.fullmatch(word)
             if assign and SECRET_NAME.search(assign.group(1)):
                 return REASON_SECRET
             if word.startswith(("--password", "--passwd")) or (
@@ -102,10 +101,14 @@ def refusal(text: str, sshd: bool = True) -> Optional[str]:
     return None
 
 
+def _changes_dir(text: str) -> bool:
+    return any(w[0] in ("cd", "pushd", "popd") for w in command_words(text))
+
+
 def _command(words: Sequence[str]) -> List[Optional[str]]:
     """Literal words of a simple command without leading assignments and sudo."""
     out = [unquote(w) for w in words]
-    while out and out[0] is not None and (_ASSIGN.fullmatch(out[0]) or out[0] in ("sudo", "-E", "-H")):
+    while out and out[0] is not None and (ASSIGNMENT.fullmatch(out[0]) or out[0] in ("sudo", "-E", "-H")):
         out.pop(0)
     return out
 
@@ -245,7 +248,7 @@ class ShellRules:
         if not split and kept == [s.text for s in segments]:
             kept = list(lines)
         out.build = kept
-        out.changes_dir = any(w[0] in ("cd", "pushd", "popd") for w in command_words(text))
+        out.changes_dir = _changes_dir(text)
         return out
 
     def _compound(self, text: str, lines: List[str], out: Lifted) -> Lifted:
@@ -259,7 +262,7 @@ class ShellRules:
             out.notes.append("package installs inside if/for/case/... or here-documents are kept as "
                              "build steps, not lifted into packages")
         out.build = list(lines)
-        out.changes_dir = any(w[0] in ("cd", "pushd", "popd") for w in command_words(text))
+        out.changes_dir = _changes_dir(text)
         return out
 
     @staticmethod
