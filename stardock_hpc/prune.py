@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, List, Optional, Set
+from typing import Callable, List, Optional, Sequence, Set
 
-from stardock_hpc import proc
-from stardock_hpc.cache import JOB_RE, Cache, Entry
+from stardock_hpc.cache import Cache, Entry
 
 DAY = 86400.0
-ACTIVE_STATES = "PD,R,CG,S,CF,RQ,RS,RH,RF,SI,SO,ST"
 
 
 @dataclass
@@ -18,25 +16,12 @@ class Decision:
     reason: str
 
 
-def active_jobs(job_ids: Iterable[str]) -> Optional[Set[str]]:
-    """Which of these Slurm jobs are queued or running; None when Slurm cannot tell us."""
-    ids = sorted({j.split("_")[0] for j in job_ids if JOB_RE.fullmatch(j)})
-    if not ids:
-        return set()
-    out = proc.run(["squeue", "-h", "-o", "%A %i", "-t", ACTIVE_STATES, "-j", ",".join(ids)], check=False)
-    if not out.ok and "Invalid job id" not in out.stderr:
-        return None
-    found: Set[str] = set()
-    for line in out.stdout.split("\n"):
-        found.update(line.split())
-    return found
-
-
 def plan_prune(cache: Cache, *, older_than: Optional[float] = None, unused_for: Optional[float] = None,
                max_bytes: Optional[int] = None, now: Optional[float] = None,
-               jobs: Callable[[Iterable[str]], Optional[Set[str]]] = active_jobs) -> List[Decision]:
+               jobs: Callable[[Sequence[str]], Optional[Set[str]]]) -> List[Decision]:
     """Only valid entries (what stardock published) are candidates; whatever else is under the
-    cache is not followed, counted or touched."""
+    cache is not followed, counted or touched. jobs: which of some job ids are queued or running
+    (the scheduler's `active`)."""
     now = time.time() if now is None else now
     entries = cache.entries()
     mine = [e for e in entries if cache.uid in (0, e.owner)]

@@ -17,6 +17,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from stardock_hpc import yamlfile
 from stardock_hpc.errors import UsageError
+from stardock_hpc.schedulers.registry import NAMES as BACKENDS
 from stardock_hpc.schema import (
     Bool,
     Context,
@@ -34,7 +35,6 @@ from stardock_hpc.spec import BASE_RE
 
 SYSTEM_SITE = Path("/etc/stardock/site.yaml")
 ENGINES = ("podman", "apptainer")
-BACKENDS = ("sbatch", "rest", "pyslurm")
 TOKEN_SOURCES = ("auto", "env", "scontrol")  # slurmrestd's JWT: $SLURM_JWT, `scontrol token`, or either
 FAMILIES = ("debian",)
 VOLUME_NAME_RE = r"[a-z][a-z0-9_-]{0,31}"

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime
-import re
 from pathlib import Path
 from typing import Optional
 
@@ -17,9 +16,9 @@ from stardock_hpc.errors import UsageError
 from stardock_hpc.inputs import site_and_catalog
 from stardock_hpc.prune import DAY, plan_prune, sweep_tmp
 from stardock_hpc.safefs import printable
+from stardock_hpc.schedulers import get_scheduler
 from stardock_hpc.site import load_site
-
-SIZE_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)i?B?", re.IGNORECASE)
+from stardock_hpc.slurm.values import human_size, size_bytes
 
 
 def engine_option(f):
@@ -32,15 +31,6 @@ def chosen_engine(name: Optional[str], site) -> tuple:
     if name:
         return get_engine(name), "--engine option"
     return get_engine(site.engine), f"site config ({site.source})"
-
-
-def human_size(n: Optional[int]) -> str:
-    size = float(n or 0)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"
 
 
 @click.command()
@@ -135,10 +125,10 @@ def inspect(key: str, as_json: bool) -> None:
 
 
 def parse_size(text: str) -> int:
-    m = SIZE_RE.fullmatch(text.strip())
-    if not m:
-        raise UsageError(f"--max-size: {text!r} is not a size; write e.g. 500M or 20G")
-    return int(float(m.group(1)) * 1024 ** " KMGT".index((m.group(2) or " ").upper()))
+    try:
+        return int(size_bytes(text))
+    except UsageError:
+        raise UsageError(f"--max-size: {text!r} is not a size; write e.g. 500M or 20G") from None
 
 
 @images.command()
@@ -152,11 +142,13 @@ def prune(older_than: Optional[float], unused_for: Optional[float], max_size: Op
     or running jobs will run are always kept."""
     if older_than is None and unused_for is None and max_size is None:
         raise UsageError("say what to prune: --older-than DAYS, --unused-for DAYS or --max-size SIZE")
-    cache = _cache()
+    site = load_site(state().site)
+    cache = Cache(site.cache, site.trusted_builders)
     cache.check_layout()
+    scheduler, _source = get_scheduler(None, site)
     decisions = plan_prune(cache, older_than=None if older_than is None else older_than * DAY,
                            unused_for=None if unused_for is None else unused_for * DAY,
-                           max_bytes=None if max_size is None else parse_size(max_size))
+                           max_bytes=None if max_size is None else parse_size(max_size), jobs=scheduler.active)
     for d in decisions:
         name = printable(d.entry.meta.get("name"))
         click.echo(f"{'would remove' if dry_run else 'removing'} {d.entry.key[:12]} {name} "

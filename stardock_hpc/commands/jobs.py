@@ -8,7 +8,7 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import click
 
@@ -17,16 +17,15 @@ from stardock_hpc.commands.options import common_options, echo_json, state
 from stardock_hpc.errors import UsageError
 from stardock_hpc.inputs import site_and_catalog
 from stardock_hpc.jobs.records import RecordStore, split_job_id
-from stardock_hpc.jobs.request import Script, SubmitRequest, apply_directives, parse_command_line
+from stardock_hpc.jobs.request import SubmitRequest, apply_directives, parse_command_line
 from stardock_hpc.jobs.script import WRAPPER
 from stardock_hpc.jobs.submit import prepare, submit
 from stardock_hpc.jobs.userdirs import private_dir
 from stardock_hpc.resources import data_dir
 from stardock_hpc.schedulers import get_scheduler
 from stardock_hpc.site import Site, load_site
-
-TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
-            "BOOT_FAIL", "DEADLINE"}
+from stardock_hpc.slurm.script import Script
+from stardock_hpc.slurm.values import TERMINAL
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False,
@@ -132,26 +131,20 @@ def status(jobs, as_json: bool) -> None:
                    f"{r['max_rss'] or '-':<10}{(r['environment'] or '-')[:21]:<22}{mounts}")
 
 
-def _stdout_path(job: str) -> Optional[Path]:
-    out = proc.run(["scontrol", "show", "job", "-o", job], check=False)
-    for token in out.stdout.split():
-        if token.startswith("StdOut="):
-            return Path(token.split("=", 1)[1])
-    return None
-
-
 @click.command()
 @click.argument("job")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing as the job writes, until it ends.")
 @common_options
 def logs(job: str, follow: bool) -> None:
     """Print a job's output file."""
-    split_job_id(job)
-    path = _stdout_path(job)
-    if path is None:
+    base, _task = split_job_id(job)
+    site = load_site(state().site)
+    scheduler, _ = get_scheduler(None, site, (_store(site).submit(base) or {}).get("backend"))
+    where = scheduler.stdout_path(job)
+    if where is None:
         raise UsageError(f"Slurm no longer knows where job {job} wrote its output",
                          hint="its output file is named by the job's --output (default slurm-JOBID.out)")
-    site = load_site(state().site)
+    path = Path(where)
     position = 0
     while True:
         if path.exists():

@@ -12,6 +12,7 @@ from stardock_hpc.cache import Cache
 from stardock_hpc.catalog import load_catalog
 from stardock_hpc.commands.options import common_options, echo_json, state
 from stardock_hpc.errors import StardockError
+from stardock_hpc.schedulers import scheduler_class
 from stardock_hpc.site import Site, load_site, site_settings
 
 Check = Tuple[str, str, str]  # (status ok|warn|fail, what, detail)
@@ -105,15 +106,7 @@ def run_checks(site: Site) -> List[Check]:
         checks.append(("ok", "catalog entries", f"{len(catalog.apps)} apps"))
     except StardockError as exc:
         checks.append(("fail", "catalog entries", str(exc)))
-    backend = site.scheduler.backend
-    tool = {"sbatch": "sbatch", "rest": None, "pyslurm": None}[backend]
-    if tool:
-        found = shutil.which(tool)
-        checks.append(("ok", f"scheduler {backend}", found) if found else
-                      ("fail", f"scheduler {backend}", f"{tool} not found on PATH"))
-    elif backend == "rest":
-        checks.append(("ok", "scheduler rest", site.scheduler.rest_url) if site.scheduler.rest_url
-                      else ("fail", "scheduler rest", "scheduler.rest_url is not set"))
+    checks += scheduler_class(site.scheduler.backend).site_checks(site)
     return checks
 
 

@@ -5,40 +5,12 @@ jobs, refused early with a message naming the option, what was asked and what is
 """
 from __future__ import annotations
 
-import re
 from typing import Dict, List, Optional
 
 from stardock_hpc.errors import UsageError
-from stardock_hpc.jobs.sbatch_options import Option
 from stardock_hpc.site import Limits
-
-UNITS = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
-TIME_RE = re.compile(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?")
-
-
-def mem_mb(text: str) -> float:
-    """Slurm sizes: a number with an optional K/M/G/T suffix, MB when bare."""
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]?)B?", text.strip(), re.IGNORECASE)
-    if not m:
-        raise UsageError(f"{text!r} is not a memory size (e.g. 500M, 4G)")
-    return float(m.group(1)) * UNITS[(m.group(2) or "M").upper()]
-
-
-def minutes(text: str) -> float:
-    """Slurm times: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S; UNLIMITED/INFINITE are unlimited."""
-    if text.strip().upper() in ("UNLIMITED", "INFINITE", "-1"):
-        return float("inf")
-    m = TIME_RE.fullmatch(text.strip())
-    if not m:
-        raise UsageError(f"{text!r} is not a time limit (e.g. 30, 2:00:00, 1-12:00)")
-    days, a, b, c = (int(x) if x else None for x in m.groups())
-    if days is not None:   # D-H[:M[:S]]
-        return days * 1440 + a * 60 + (b or 0) + (c or 0) / 60
-    if c is not None:      # H:M:S
-        return a * 60 + b + c / 60
-    if b is not None:      # M:S
-        return a + b / 60
-    return float(a)
+from stardock_hpc.slurm.options import Option
+from stardock_hpc.slurm.values import mem_mb, minutes
 
 
 def check_limits(options: List[Option], limits: Limits, source: str) -> None:

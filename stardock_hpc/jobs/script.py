@@ -16,8 +16,8 @@ from typing import Optional
 from stardock_hpc import __version__
 from stardock_hpc.errors import UsageError
 from stardock_hpc.jobs.jobspec import JobSpec
-from stardock_hpc.jobs.request import Script, is_host_line
 from stardock_hpc.resources import data_dir
+from stardock_hpc.slurm.script import Script, is_host_line
 
 TEMPLATE = "job.sbatch.tmpl"
 WRAPPER = "stardock-node"

@@ -20,12 +20,12 @@ from stardock_hpc.jobs.limits import check_limits
 from stardock_hpc.jobs.mounts import VolumeMount, parse_mounts
 from stardock_hpc.jobs.records import RecordStore
 from stardock_hpc.jobs.request import SubmitRequest
-from stardock_hpc.jobs.sbatch_options import Option
 from stardock_hpc.jobs.script import render_job_script
 from stardock_hpc.jobs.userdirs import private_dir
 from stardock_hpc.resources import data_dir
 from stardock_hpc.schedulers.base import Scheduler, Submission, Submitted
 from stardock_hpc.site import Site
+from stardock_hpc.slurm.options import Option
 
 RUNTIME_SHIM = "stardock-runc"
 

@@ -1,11 +1,23 @@
-"""Scheduler backends behind one interface (base.Scheduler)."""
+"""Scheduler backends behind one interface (base.Scheduler), chosen by name (registry.py)."""
 from __future__ import annotations
 
-from typing import Optional, Tuple
+import importlib
+from typing import TYPE_CHECKING, Optional, Tuple, Type
 
 from stardock_hpc.errors import UsageError
-from stardock_hpc.schedulers.base import Scheduler
-from stardock_hpc.site import BACKENDS, Site
+from stardock_hpc.schedulers.registry import BACKENDS
+
+if TYPE_CHECKING:
+    from stardock_hpc.schedulers.base import Scheduler
+    from stardock_hpc.site import Site
+
+
+def scheduler_class(name: str) -> Type[Scheduler]:
+    if name not in BACKENDS:
+        raise UsageError(f"unknown backend {name!r}; backends: {', '.join(BACKENDS)}")
+    backend = BACKENDS[name]
+    cls: Type[Scheduler] = getattr(importlib.import_module(backend.module), backend.cls)
+    return cls
 
 
 def get_scheduler(option: Optional[str], site: Site, recorded: Optional[str] = None) -> Tuple[Scheduler, str]:
@@ -17,13 +29,4 @@ def get_scheduler(option: Optional[str], site: Site, recorded: Optional[str] = N
         name, source = recorded, "the job's submit record"
     else:
         name, source = site.scheduler.backend, f"site config ({site.source})"
-    if name == "sbatch":
-        from stardock_hpc.schedulers.sbatch import SbatchScheduler
-        return SbatchScheduler(), source
-    if name == "rest":
-        from stardock_hpc.schedulers.rest import RestScheduler
-        return RestScheduler.from_site(site), source
-    if name == "pyslurm":
-        from stardock_hpc.schedulers.pyslurm_backend import PyslurmScheduler
-        return PyslurmScheduler(), source
-    raise UsageError(f"unknown backend {name!r}; backends: {', '.join(BACKENDS)}")
+    return scheduler_class(name).from_site(site), source

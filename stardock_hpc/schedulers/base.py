@@ -1,13 +1,26 @@
 """The scheduler interface. Every backend sends the same rendered job script, so they agree by
-construction; subclasses fill in how to submit it and how to ask about jobs."""
+construction; subclasses fill in how to submit it and how to ask about jobs. Everything stardock
+asks Slurm goes through here (submitting, states, where a job writes, which jobs are still
+active), so a site with slurmrestd alone needs none of Slurm's client commands."""
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, ClassVar, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
-from stardock_hpc.jobs.sbatch_options import Option
+from stardock_hpc.errors import StardockError
+from stardock_hpc.slurm.options import Option
+from stardock_hpc.slurm.values import ACTIVE
+
+if TYPE_CHECKING:
+    from stardock_hpc.site import Site
+
+Check = Tuple[str, str, str]  # (ok|warn|fail, what, detail), as `stardock site check` prints them
 
 
 @dataclass
@@ -41,7 +54,17 @@ class JobState:
 
 
 class Scheduler(ABC):
-    name: str
+    name: ClassVar[str]
+
+    @classmethod
+    def from_site(cls, site: Site) -> Scheduler:
+        """The backend as the site config sets it up."""
+        return cls()
+
+    @classmethod
+    def site_checks(cls, site: Site) -> List[Check]:
+        """What `stardock site check` says about this backend on this machine."""
+        return [("ok", f"scheduler {cls.name}", "selected")]
 
     @abstractmethod
     def submit(self, submission: Submission) -> Submitted: ...
@@ -52,5 +75,32 @@ class Scheduler(ABC):
     @abstractmethod
     def cancel(self, job_id: str) -> None: ...
 
-    def accounting(self, job_id: str) -> Optional[JobState]:
-        return self.status([job_id]).get(job_id)
+    @abstractmethod
+    def stdout_path(self, job_id: str) -> Optional[str]:
+        """Where the job writes its standard output (Slurm's StdOut), or None when Slurm no longer knows."""
+
+    def active(self, job_ids: Sequence[str]) -> Optional[Set[str]]:
+        """Which of these jobs (ids, or array task ids) are queued or running: their ids as Slurm
+        gives them; None when Slurm cannot tell."""
+        if not job_ids:
+            return set()
+        try:
+            states = self.status(sorted({j.split("_")[0] for j in job_ids}))
+        except StardockError:
+            return None
+        return {j for j, st in states.items() if st.state in ACTIVE} | \
+            {j.split("_")[0] for j, st in states.items() if st.state in ACTIVE}
+
+    @staticmethod
+    @contextmanager
+    def script_file(submission: Submission) -> Iterator[str]:
+        """The job script written to a private directory under the batch script's own file name:
+        Slurm names a job after its script file unless told otherwise (and %x expands to that)."""
+        directory = tempfile.mkdtemp(prefix="stardock-job-")
+        path = os.path.join(directory, submission.script_name or "job.sh")
+        try:
+            with open(path, "w") as fh:
+                fh.write(submission.script)
+            yield path
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)

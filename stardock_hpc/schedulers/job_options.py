@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from stardock_hpc.errors import UsageError
-from stardock_hpc.jobs.request import parse_script
-from stardock_hpc.jobs.sbatch_options import LONG, Option
+from stardock_hpc.schedulers.base import Submission
+from stardock_hpc.slurm import values
+from stardock_hpc.slurm.options import LONG, Option
+from stardock_hpc.slurm.script import parse_script
 
 
 class Refused(Exception):
@@ -44,28 +46,14 @@ def integer(value: Optional[str], _ctx: Ctx) -> Any:
 
 
 def minutes(value: Optional[str], _ctx: Ctx) -> Any:
-    """sbatch's time formats (Slurm's time_str2mins): M, M:S, H:M:S, D-H, D-H:M, D-H:M:S, rounded
-    up to whole minutes; -1, INFINITE and UNLIMITED stay a word the server reads as sbatch does."""
-    v = (value or "").strip()
-    if v.upper() in ("-1", "INFINITE", "UNLIMITED"):
-        return "UNLIMITED"
-    match = re.fullmatch(r"(?:([0-9]+)-([0-9]+)(?::([0-9]+)(?::([0-9]+))?)?)|([0-9]+)(?::([0-9]+)(?::([0-9]+))?)?", v)
-    if not match:
-        raise UsageError(f"{value!r} is not a Slurm time (minutes, M:S, H:M:S, D-H, D-H:M or D-H:M:S)")
-    d, h, m, s, a, b, c = (int(x) if x else 0 for x in match.groups())
-    if match.group(1) is None:
-        h, m, s = (a, b, c) if match.group(7) else (0, a, b)
-    seconds = ((d * 24 + h) * 60 + m) * 60 + s
-    return (seconds + 59) // 60
+    """sbatch's times as Slurm keeps them: whole minutes, rounded up; unlimited stays the word
+    UNLIMITED, which the server reads as sbatch does."""
+    return values.whole_minutes(value or "")
 
 
 def megabytes(value: Optional[str], _ctx: Ctx) -> Any:
     """sbatch's sizes (Slurm's str_to_mbytes): a number of MB, or with a K, M, G or T suffix."""
-    match = re.fullmatch(r"([0-9]+)([KkMmGgTt]?)", (value or "").strip())
-    if not match:
-        raise UsageError(f"{value!r} is not a size (a number of megabytes, or with a K, M, G or T suffix)")
-    number, unit = int(match.group(1)), match.group(2).upper()
-    return {"K": (number + 1023) // 1024, "": number, "M": number, "G": number << 10, "T": number << 20}[unit]
+    return values.mem_mb(value or "")
 
 
 def absolute(value: Optional[str], ctx: Ctx) -> Any:
@@ -366,3 +354,21 @@ def submit_environment(env: Mapping[str, str], cwd: str) -> Dict[str, str]:
         soft, _hard = resource.getrlimit(getattr(resource, attr))
         out[f"SLURM_RLIMIT_{name}"] = str(soft if soft != resource.RLIM_INFINITY else (1 << 64) - 1)
     return out
+
+
+def describe_submission(submission: Submission, backend: str, server: str, cwd_field: str) -> Dict[str, Any]:
+    """A submission as the job fields of a backend that does not run sbatch ("rest" or "pyslurm"),
+    with what sbatch fills in itself: the exported environment, the script's file name as the
+    job's name, the submit directory as its working directory (cwd_field names that field).
+    server names the reader in messages."""
+    options, pbs = gather(submission.script, submission.options, submission.environ)
+    if pbs and "ignore-pbs" not in {o.name for o in options}:
+        raise UsageError(f"the job script has #PBS lines, which sbatch would read but {server} cannot:\n  "
+                         + "\n  ".join(pbs), hint="turn them into #SBATCH lines, or add --ignore-pbs")
+    fields = describe(options, Ctx(str(submission.cwd)), backend)
+    export = [o.value for o in options if o.name == "export"]
+    environment = export_environment(export[-1] if export else None, submission.environ)
+    fields["environment"] = submit_environment(environment, str(submission.cwd))
+    fields.setdefault("name", submission.script_name or "sbatch")
+    fields.setdefault(cwd_field, str(submission.cwd))
+    return fields

@@ -12,15 +12,13 @@ its pyslurm column): the #SBATCH lines, $SBATCH_* and the command line, in sbatc
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 from stardock_hpc.errors import ExternalError, UsageError
 from stardock_hpc.schedulers.base import JobState, Scheduler, Submission, Submitted
-from stardock_hpc.schedulers.job_options import Ctx, describe, export_environment, gather, submit_environment
-from stardock_hpc.schedulers.rest import duration
+from stardock_hpc.schedulers.job_options import describe_submission
+from stardock_hpc.slurm.values import duration
 
 SYSTEM_SLURM_CONF = Path("/etc/slurm/slurm.conf")
 
@@ -49,17 +47,7 @@ def load_pyslurm() -> Any:
 def submit_attributes(submission: Submission) -> Dict[str, Any]:
     """JobSubmitDescription's attributes for a submission, without the script (pure: unit-tested
     where pyslurm cannot be installed)."""
-    options, pbs = gather(submission.script, submission.options, submission.environ)
-    if pbs and "ignore-pbs" not in {o.name for o in options}:
-        raise UsageError("the job script has #PBS lines, which sbatch would read but pyslurm cannot:\n  "
-                         + "\n  ".join(pbs), hint="turn them into #SBATCH lines, or add --ignore-pbs")
-    attrs = describe(options, Ctx(str(submission.cwd)), "pyslurm")
-    export = [o.value for o in options if o.name == "export"]
-    attrs["environment"] = submit_environment(export_environment(export[-1] if export else None,
-                                                                 submission.environ), str(submission.cwd))
-    attrs.setdefault("name", submission.script_name or "sbatch")
-    attrs.setdefault("working_directory", str(submission.cwd))
-    return attrs
+    return describe_submission(submission, "pyslurm", "pyslurm", "working_directory")
 
 
 def _exit_code(code: Any, signal: Any) -> Optional[str]:
@@ -73,19 +61,14 @@ class PyslurmScheduler(Scheduler):
         attrs = submit_attributes(submission)
         pyslurm = load_pyslurm()
         # pyslurm takes arguments only with a script file; the file keeps sbatch's name (%x)
-        directory = tempfile.mkdtemp(prefix="stardock-job-")
-        path = os.path.join(directory, submission.script_name or "job.sh")
         try:
-            with open(path, "w") as fh:
-                fh.write(submission.script)
-            desc = pyslurm.JobSubmitDescription(script=path, script_args=list(submission.args), **attrs)
-            job_id = desc.submit()
+            with self.script_file(submission) as path:
+                desc = pyslurm.JobSubmitDescription(script=path, script_args=list(submission.args), **attrs)
+                job_id = desc.submit()
         except pyslurm.RPCError as exc:
             raise ExternalError(f"Slurm refused the job: {exc}") from None
         except ValueError as exc:
             raise UsageError(f"pyslurm refused the job description: {exc}") from None
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
         return Submitted(str(job_id), None, str(job_id))
 
     def status(self, job_ids: Sequence[str]) -> Dict[str, JobState]:
@@ -116,6 +99,14 @@ class PyslurmScheduler(Scheduler):
                                  "Elapsed": duration(getattr(step, "elapsed_time", None)) or "",
                                  "MaxRSS": f"{step_rss // 1024}K" if isinstance(step_rss, int) and step_rss else ""})
         return states
+
+    def stdout_path(self, job_id: str) -> Optional[str]:
+        pyslurm = load_pyslurm()
+        try:
+            path = pyslurm.Job.load(int(job_id.split("_")[0])).standard_output
+        except pyslurm.RPCError:
+            return None
+        return str(path) if path else None
 
     def cancel(self, job_id: str) -> None:
         if not job_id.isdigit():

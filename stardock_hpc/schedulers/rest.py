@@ -13,15 +13,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from stardock_hpc.errors import ExternalError, UsageError
 from stardock_hpc.schedulers import rest_versions
-from stardock_hpc.schedulers.base import JobState, Scheduler, Submission, Submitted
-from stardock_hpc.schedulers.job_options import (
-    RULES,
-    Ctx,
-    describe,
-    export_environment,
-    gather,
-    submit_environment,
-)
+from stardock_hpc.schedulers.base import Check, JobState, Scheduler, Submission, Submitted
+from stardock_hpc.schedulers.job_options import RULES, describe_submission
 from stardock_hpc.schedulers.rest_client import (
     OutcomeUnknown,
     RestClient,
@@ -31,33 +24,21 @@ from stardock_hpc.schedulers.rest_client import (
     error_list,
 )
 from stardock_hpc.site import Site
+from stardock_hpc.slurm.values import ACTIVE, duration
 
 _CLIENTS: Dict[Tuple[str, str, str], RestClient] = {}
 HELD = 2042                          # "Job is in held state, pending scheduler release": sbatch says nothing
-ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING",
-          "SIGNALING", "STAGE_OUT", "STOPPED"}
 
 
 def job_description(submission: Submission, missing: frozenset = frozenset()) -> Dict[str, Any]:
     """The REST request body for a submission (pure: unit-tested without a server)."""
-    options, pbs = gather(submission.script, submission.options, submission.environ)
-    names = {o.name for o in options}
-    if pbs and "ignore-pbs" not in names:
-        raise UsageError("the job script has #PBS lines, which sbatch would read but slurmrestd cannot:\n  "
-                         + "\n  ".join(pbs), hint="turn them into #SBATCH lines, or add --ignore-pbs")
-    fields = describe(options, Ctx(str(submission.cwd)), "rest")
+    fields = describe_submission(submission, "rest", "slurmrestd", "current_working_directory")
     unknown = sorted(f for f in fields if f in missing)
     if unknown:
         by_field = {rule.rest: name for name, rule in RULES.items()}
         raise UsageError("this slurmrestd's API version cannot carry: "
                          + ", ".join(f"--{by_field.get(f, f)}" for f in unknown),
                          hint="use --backend sbatch, or a newer slurmrestd")
-    export = [o.value for o in options if o.name == "export"]
-    environment = export_environment(export[-1] if export else None, submission.environ)
-    fields["environment"] = submit_environment(environment, str(submission.cwd))
-    # what sbatch fills in itself: the script's file name as the job's name, the submit directory
-    fields.setdefault("name", submission.script_name or "sbatch")
-    fields.setdefault("current_working_directory", str(submission.cwd))
     return {"script": rest_versions.script_with_args(submission.script, submission.args), "job": fields}
 
 
@@ -78,16 +59,6 @@ def db_exit_code(value: Any, state: str) -> Optional[str]:
     if value.get("status") == "SUCCESS":
         return "0:0" if state == "COMPLETED" or not rest_versions.DB_EXIT_CODE_UNRELIABLE else None
     return None
-
-
-def duration(seconds: Optional[float]) -> Optional[str]:
-    """sacct's Elapsed format: [D-]HH:MM:SS."""
-    if seconds is None or seconds < 0:
-        return None
-    s = int(seconds)
-    days, rest = divmod(s, 86400)
-    text = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
-    return f"{days}-{text}" if days else text
 
 
 def max_rss(step: Dict[str, Any]) -> Optional[str]:
@@ -132,6 +103,11 @@ class RestScheduler(Scheduler):
         if key not in _CLIENTS:  # one token, discovery and connection pool per process (logs --follow)
             _CLIENTS[key] = RestClient(key[0], key[1], TokenSource(key[2]))
         return cls(_CLIENTS[key])
+
+    @classmethod
+    def site_checks(cls, site: Site) -> List[Check]:
+        url = site.scheduler.rest_url
+        return [("ok", "scheduler rest", url) if url else ("fail", "scheduler rest", "scheduler.rest_url is not set")]
 
     def describe(self) -> str:
         version = self.client.version
@@ -205,6 +181,13 @@ class RestScheduler(Scheduler):
                              "MaxRSS": rss or ""})
             if rss and (st.max_rss is None or int(rss[:-1]) > int(st.max_rss[:-1])):
                 st.max_rss = rss
+
+    def stdout_path(self, job_id: str) -> Optional[str]:
+        for job in self._controller(job_id):
+            if _key(job) == job_id or str(job.get("job_id")) == job_id:
+                path = job.get("standard_output")
+                return str(path) if path else None
+        return None
 
     def cancel(self, job_id: str) -> None:
         status, data = self.client.call("DELETE", self.client.version.job_path(job_id))

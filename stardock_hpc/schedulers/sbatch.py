@@ -1,15 +1,17 @@
-"""The sbatch CLI backend: sbatch to submit, sacct/squeue to ask, scancel to cancel."""
+"""The sbatch CLI backend: sbatch to submit, sacct/squeue/scontrol to ask, scancel to cancel."""
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import tempfile
-from typing import Dict, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Set
 
 from stardock_hpc import proc
 from stardock_hpc.errors import ExternalError
-from stardock_hpc.schedulers.base import JobState, Scheduler, Submission, Submitted
+from stardock_hpc.schedulers.base import Check, JobState, Scheduler, Submission, Submitted
+from stardock_hpc.slurm.values import ACTIVE, size_bytes
+
+if TYPE_CHECKING:
+    from stardock_hpc.site import Site
 
 SACCT_FIELDS = ["JobID", "JobName", "State", "ExitCode", "Elapsed", "MaxRSS"]
 PARSABLE_RE = re.compile(r"^([0-9]+)(?:;(\S+))?\s*$")
@@ -18,20 +20,18 @@ PARSABLE_RE = re.compile(r"^([0-9]+)(?:;(\S+))?\s*$")
 class SbatchScheduler(Scheduler):
     name = "sbatch"
 
+    @classmethod
+    def site_checks(cls, site: Site) -> List[Check]:
+        found = shutil.which("sbatch")
+        return [("ok", "scheduler sbatch", found) if found else
+                ("fail", "scheduler sbatch", "sbatch not found on PATH")]
+
     def submit(self, submission: Submission) -> Submitted:
         # --quiet would also silence the job id we need; the command line honours it instead
         tokens = [t for o in submission.options if o.name != "quiet" for t in o.tokens]
-        # sbatch names a job after its script file unless told otherwise (and %x expands to that
-        # name): the job script gets the batch script's own file name, in a private directory.
-        directory = tempfile.mkdtemp(prefix="stardock-job-")
-        path = os.path.join(directory, submission.script_name or "job.sh")
-        try:
-            with open(path, "w") as fh:
-                fh.write(submission.script)
+        with self.script_file(submission) as path:
             result = proc.run(["sbatch", "--parsable", *tokens, path, *submission.args],
                               cwd=submission.cwd, env=submission.environ, check=False)
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
         if not result.ok:
             raise ExternalError(f"sbatch refused the job (exit {result.returncode}):\n{result.tail()}")
         lines = [line for line in result.stdout.splitlines() if line.strip()]
@@ -67,12 +67,24 @@ class SbatchScheduler(Scheduler):
         if not out.ok:
             raise ExternalError(f"scancel {job_id} failed: {out.tail()}")
 
+    def stdout_path(self, job_id: str) -> Optional[str]:
+        out = proc.run(["scontrol", "show", "job", "-o", job_id], check=False)
+        for token in out.stdout.split():
+            if token.startswith("StdOut="):
+                return token.split("=", 1)[1]
+        return None
 
-def _bytes(text: str) -> float:
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    return float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text or 0)
+    def active(self, job_ids: Sequence[str]) -> Optional[Set[str]]:
+        # squeue, not sacct: it answers for jobs the accounting has not recorded yet
+        ids = sorted({j.split("_")[0] for j in job_ids})
+        if not ids:
+            return set()
+        states = ",".join(sorted(ACTIVE))
+        out = proc.run(["squeue", "-h", "-o", "%A %i", "-t", states, "-j", ",".join(ids)], check=False)
+        if not out.ok and "Invalid job id" not in out.stderr:
+            return None
+        return {word for line in out.stdout.split("\n") for word in line.split()}
 
 
-def _max_rss(a, b: str) -> str:
-    return b if a is None or _bytes(b) > _bytes(a) else a
-
+def _max_rss(a: Optional[str], b: str) -> str:
+    return b if a is None or size_bytes(b) > size_bytes(a) else a

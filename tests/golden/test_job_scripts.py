@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from stardock_hpc.jobs.jobspec import FORMAT, JobSpec
-from stardock_hpc.jobs.request import read_script
+from stardock_hpc.slurm.script import read_script
 from stardock_hpc.jobs.script import render_job_script
 from test_golden import check
 

@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Sequence
 import pytest
 from clitools import built_image, cancelled_at_exit, stardock, user_env
 
-from stardock_hpc.jobs.sbatch_options import parse_options
+from stardock_hpc.slurm.options import parse_options
 
 from slurmtools import replace_job_ids, sh, user
 

@@ -24,8 +24,9 @@ from hypothesis import strategies as st
 import stardock_hpc
 from stardock_hpc.errors import UsageError
 from stardock_hpc.jobs.jobspec import JobSpec
-from stardock_hpc.jobs.request import Script, check_text, parse_command_line, parse_script, read_script
+from stardock_hpc.jobs.request import parse_command_line
 from stardock_hpc.jobs.script import render_job_script
+from stardock_hpc.slurm.script import Script, check_text, parse_script, read_script
 
 PYTHON = "/nonexistent/stardock/bin/python"
 WRAPPERS = Path("/nonexistent/stardock/wrappers")

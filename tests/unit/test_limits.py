@@ -5,8 +5,8 @@ import pytest
 
 from stardock_hpc.errors import UsageError
 from stardock_hpc.jobs.limits import check_limits, mem_mb, minutes
-from stardock_hpc.jobs.sbatch_options import parse_options
 from stardock_hpc.site import Limits
+from stardock_hpc.slurm.options import parse_options
 
 
 @pytest.mark.parametrize("text, mb", [("500", 500), ("500M", 500), ("4G", 4096), ("1T", 1048576), ("2048K", 2)])

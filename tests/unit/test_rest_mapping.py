@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 
 from stardock_hpc.errors import UsageError
-from stardock_hpc.jobs.sbatch_options import LONG, parse_options
 from stardock_hpc.schedulers import job_options as jo
 from stardock_hpc.schedulers import rest_versions as rv
 from stardock_hpc.schedulers.base import Submission
 from stardock_hpc.schedulers.pyslurm_backend import submit_attributes
-from stardock_hpc.schedulers.rest import db_exit_code, duration, exit_code, job_description, max_rss
+from stardock_hpc.schedulers.rest import db_exit_code, exit_code, job_description, max_rss
+from stardock_hpc.slurm.options import LONG, parse_options
+from stardock_hpc.slurm.values import duration
 
 CTX = jo.Ctx("/home/u/work")
 SCRIPT = """#!/bin/bash

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from stardock_hpc.errors import UsageError
-from stardock_hpc.jobs.request import OWN, apply_directives, parse_command_line, read_script
-from stardock_hpc.jobs.sbatch_options import LONG, take_option
+from stardock_hpc.jobs.request import OWN, apply_directives, parse_command_line
+from stardock_hpc.slurm.options import LONG, take_option
+from stardock_hpc.slurm.script import read_script
 
 
 def script(tmp_path: Path, text: str, name: str = "job.sh") -> Path:
