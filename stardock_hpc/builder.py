@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable, Dict, Optional
 
 from stardock_hpc import __version__, proc, proctree
-from stardock_hpc.cache import Cache, Entry
+from stardock_hpc.cache import Cache, Entry, image_tag
 from stardock_hpc.cachekey import base_digest, cache_key
 from stardock_hpc.catalog import Catalog
 from stardock_hpc.context import APPTAINER_DEF, CONTAINERFILE, write_context
@@ -38,10 +38,6 @@ class BuildResult:
     built: bool          # False: a cache hit
     seconds: float
     plan: BuildPlan
-
-
-def image_tag(name: str, key: str) -> str:
-    return f"localhost/stardock/{name}:{key[:16]}"
 
 
 def key_for(plan: BuildPlan, engine: Engine) -> str:

@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import fcntl
 import grp
-import hashlib
 import json
 import os
 import pwd
 import re
 import secrets
 import stat
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -61,6 +59,11 @@ STAGE_RE = re.compile(r"(?P<key>[0-9a-f]{64})-u(?P<uid>[0-9]{1,10})\..+")
 JOB_RE = re.compile(r"[0-9]{1,20}(?:[_+][0-9]{1,20})?")
 TAG_RE = re.compile(rf"localhost/stardock/{NAME_RE}:[0-9a-f]{{16}}")
 HEX64 = re.compile(r"[0-9a-f]{64}")
+def image_tag(name: str, key: str) -> str:
+    """Podman's local name for an entry's image (the name meta.json's image_tag must have)."""
+    return f"localhost/stardock/{name}:{key[:16]}"
+
+
 STAGE_LOCK = ".stardock-build.lock"
 Say = Optional[Callable[[str], None]]
 
@@ -112,6 +115,8 @@ def _token(st: os.stat_result) -> List[int]:
 
 
 def _fd_digest(fd: int) -> str:
+    import hashlib  # only when a stat token does not match: jobs and hits seldom hash
+
     h = hashlib.sha256()
     os.lseek(fd, 0, os.SEEK_SET)
     while True:
@@ -532,6 +537,8 @@ class Cache:
         """A private directory to build in (locked while in use); removed unless published."""
         self.ensure_layout()
         self.sweep_stale(key)
+        import tempfile
+
         path = Path(tempfile.mkdtemp(prefix=f"{key}-u{self.uid}.", dir=self.dir("tmp")))
         lock = os.open(path / STAGE_LOCK, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Union
 
@@ -11,6 +10,7 @@ from stardock_hpc.errors import UsageError
 
 def write_atomic(path: Path, data: Union[str, bytes], mode: int = 0o644) -> None:
     """Write via a temporary file in the same directory and rename: readers never see half."""
+    import tempfile  # here: reading scripts and specs (the hot path) needs none of it
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:

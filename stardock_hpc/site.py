@@ -52,6 +52,17 @@ class BaseImage:
     ref: Optional[str] = None       # a registry reference, where the site has a registry
 
 
+LOCAL_BASE_PREFIX = "localhost/stardock-base/"
+
+
+def base_reference(base: BaseImage) -> str:
+    """The FROM line's image: a registry reference, or the local name under which the engine
+    loads a base archive (a stable name keeps Podman's layer cache)."""
+    if base.ref:
+        return base.ref
+    return LOCAL_BASE_PREFIX + base.name
+
+
 def expand_path(template: str, user: str) -> Path:
     """A site path template for one user: {user} {uid} {gid} {group} {home}."""
     pw = pwd.getpwnam(user)
@@ -85,7 +96,9 @@ class Volume:
 
 
 @dataclass(frozen=True)
-class Scheduler:
+class SchedulerConfig:
+    """The site's scheduler section: how jobs reach Slurm (the backends are schedulers/)."""
+
     backend: str = "sbatch"
     rest_url: Optional[str] = None
     rest_api: str = "auto"
@@ -132,7 +145,7 @@ class Site:
     records: str = "{home}/.local/share/stardock/jobs"       # job records
     catalog: Tuple[Path, ...] = ()
     ca_certificates: Tuple[Path, ...] = ()
-    scheduler: Scheduler = Scheduler()
+    scheduler: SchedulerConfig = SchedulerConfig()
     policy: Policy = Policy()
     trusted_builders: Trust = Trust()
     path: Optional[Path] = None     # the file it came from (None: built-in defaults)
@@ -229,7 +242,7 @@ def site_type() -> Obj:
             "partition": Key(Str("The partition of jobs that name none (in an #SBATCH line, $SBATCH_PARTITION "
                                  "or -p); without it, Slurm's default partition.",
                                  pattern=r"[A-Za-z0-9_.-]+", pattern_help="a partition name")),
-        }, make=lambda **kw: Scheduler(**kw)), default=Scheduler()),
+        }, make=lambda **kw: SchedulerConfig(**kw)), default=SchedulerConfig()),
         "policy": Key(Obj({
             "network": Key(Bool("Containers get a network at run time."), default=False),
             "custom_build": Key(Bool("Specs may carry their own build steps."), default=True),

@@ -63,6 +63,3 @@ def apps(as_json: bool) -> None:
     width = max((len(n) for n in catalog.apps), default=4)
     for app in catalog.apps.values():
         click.echo(f"{app.name:<{width}}  {app.summary}")
-
-
-COMMANDS = [render, schema, apps]

@@ -11,7 +11,8 @@ from stardock_hpc.builder import build as build_image
 from stardock_hpc.builder import entry_summary
 from stardock_hpc.cache import Cache
 from stardock_hpc.commands.options import common_options, echo_json, state
-from stardock_hpc.engines import ENGINES, get_engine
+from stardock_hpc.engines import NAMES as ENGINE_NAMES
+from stardock_hpc.engines import get_engine
 from stardock_hpc.errors import UsageError
 from stardock_hpc.inputs import site_and_catalog
 from stardock_hpc.prune import DAY, plan_prune, sweep_tmp
@@ -22,7 +23,7 @@ from stardock_hpc.slurm.values import human_size, size_bytes
 
 
 def engine_option(f):
-    return click.option("--engine", type=click.Choice(sorted(ENGINES)),
+    return click.option("--engine", type=click.Choice(sorted(ENGINE_NAMES)),
                         help="Container engine (default: the site's).")(f)
 
 
@@ -170,6 +171,3 @@ def init() -> None:
     be theirs, or whoever made them could remove or replace everybody's images."""
     for line in _cache().init():
         click.echo(line)
-
-
-COMMANDS = [build, images]

@@ -49,6 +49,3 @@ def import_recipe_cmd(recipe: Path, output: Optional[Path], force: bool, name: O
     else:
         write_atomic(output, text)
         click.echo(f"wrote {output}", err=True)
-
-
-COMMANDS = [import_recipe_cmd]

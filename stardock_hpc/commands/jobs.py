@@ -1,112 +1,19 @@
-"""`stardock sbatch|status|logs|cancel|outputs`: the job lifecycle."""
+"""`stardock status|logs|cancel|outputs|shell`: the job lifecycle after submission (sbatch.py submits)."""
 from __future__ import annotations
 
-import getpass
-import os
 import sys
-import tarfile
-import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
 
 import click
 
-from stardock_hpc import proc
 from stardock_hpc.commands.options import common_options, echo_json, state
 from stardock_hpc.errors import UsageError
-from stardock_hpc.inputs import site_and_catalog
-from stardock_hpc.jobs.records import RecordStore, split_job_id
-from stardock_hpc.jobs.request import SubmitRequest, apply_directives, parse_command_line
-from stardock_hpc.jobs.script import WRAPPER
-from stardock_hpc.jobs.submit import prepare, submit
-from stardock_hpc.jobs.userdirs import private_dir
-from stardock_hpc.resources import data_dir
-from stardock_hpc.schedulers import get_scheduler
-from stardock_hpc.site import Site, load_site
-from stardock_hpc.slurm.script import Script
+from stardock_hpc.jobs.records import split_job_id
+from stardock_hpc.jobs.report import job_report, pack_outputs, scheduler_for, user_records
+from stardock_hpc.jobs.shell import parse_shell_args, run_shell
+from stardock_hpc.site import load_site
 from stardock_hpc.slurm.values import TERMINAL
-
-
-@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False,
-                                 "help_option_names": ["-h", "--help"]})
-@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
-def sbatch(argv) -> None:
-    """Submit a batch script to run inside a container environment, as sbatch would.
-
-    \b
-    stardock sbatch [sbatch options] (--env SPEC | --image KEY) [--mount NAME[/SUB][:ro|:rw]]...
-                    [--engine E] [--backend B] [--pass-env VAR,...] [--dry-run] SCRIPT [ARGS...]
-    stardock sbatch [...] --wrap CMD
-
-    Every sbatch option, on the command line or as #SBATCH in the script, reaches Slurm as given.
-    #STARDOCK lines in the script take stardock's options. The script runs inside the container,
-    with the site's volumes under the mount root and a per-job output directory.
-    """
-    cwd = Path.cwd()
-    req = parse_command_line(list(argv), cwd)
-    req = apply_directives(req)
-    site, catalog = site_and_catalog(req.site or state().site)
-    parsable = req.has("parsable")
-
-    def on_line(line: str) -> None:
-        click.echo(f"  | {line}", err=True)
-
-    prepared = prepare(req, site, catalog, None if parsable else on_line,
-                       say=lambda msg: click.echo(f"stardock: {msg}", err=True))
-    if req.dry_run:
-        click.echo(prepared.script, nl=False)
-        return
-    scheduler, source = get_scheduler(req.backend, site)
-    if req.debug:
-        detail = getattr(scheduler, "describe", None)  # the REST backend: URL, API version and why
-        click.echo(f"stardock: debug: backend {scheduler.name} (from {source})"
-                   + (f": {detail()}" if detail else ""), err=True)
-    submitted = submit(req, prepared, site, scheduler, cwd, dict(os.environ),  # sbatch exports it by default
-                       warn=lambda msg: click.echo(f"stardock: warning: {msg}", err=True))
-    if not submitted.job_id:
-        click.echo(submitted.output, nl=False)
-        click.echo(submitted.messages, nl=False, err=True)
-    elif req.has("quiet"):
-        pass
-    elif parsable:
-        click.echo(submitted.output)
-    else:
-        where = f" on cluster {submitted.cluster}" if submitted.cluster else ""
-        click.echo(f"Submitted batch job {submitted.job_id}{where}")
-
-
-def _store(site: Site) -> RecordStore:
-    return RecordStore(private_dir(site.records, getpass.getuser(), os.getuid(),
-                                   f"job records directory (records in {site.source})"))
-
-
-def job_report(job: str, site: Site) -> List[Dict]:
-    """One row per job or array task: Slurm's view joined with stardock's records."""
-    base, task = split_job_id(job)
-    store = _store(site)
-    submit_rec = store.submit(base) or {}
-    scheduler, _ = get_scheduler(None, site, submit_rec.get("backend"))
-    states = scheduler.status([job])
-    # Read after Slurm answered: the wrapper writes its final record before the job can end,
-    # so a job Slurm calls finished has its exit status here.
-    runs = store.runs(base)
-    rows = []
-    for job_id, st in sorted(states.items(), key=lambda kv: kv[0]):
-        _, this_task = split_job_id(job_id) if "_" in job_id and "[" not in job_id else (job_id, None)
-        if task and this_task != task:
-            continue
-        run = runs.get(this_task or "", {})
-        rows.append({
-            "job": job_id, "state": st.state, "exit_code": st.exit_code, "elapsed": st.elapsed,
-            "max_rss": st.max_rss, "name": st.name, "image": submit_rec.get("key"),
-            "environment": submit_rec.get("name"), "engine": submit_rec.get("engine"),
-            "mounts": submit_rec.get("mounts", []), "output": run.get("output"),
-            "container_exit": run.get("exit_code"), "node": run.get("node"),
-        })
-    if not rows and not submit_rec:
-        raise UsageError(f"no job {job} in Slurm's accounting or in your stardock records")
-    return rows
 
 
 @click.command()
@@ -116,7 +23,7 @@ def job_report(job: str, site: Site) -> List[Dict]:
 def status(jobs, as_json: bool) -> None:
     """State, exit code, elapsed time, MaxRSS, image and mounts of your stardock jobs."""
     site = load_site(state().site)
-    ids = list(jobs) or _store(site).jobs()[-20:]
+    ids = list(jobs) or user_records(site).jobs()[-20:]
     rows = [row for job in ids for row in job_report(job, site)]
     if as_json:
         echo_json(rows)
@@ -137,10 +44,9 @@ def status(jobs, as_json: bool) -> None:
 @common_options
 def logs(job: str, follow: bool) -> None:
     """Print a job's output file."""
-    base, _task = split_job_id(job)
+    split_job_id(job)
     site = load_site(state().site)
-    scheduler, _ = get_scheduler(None, site, (_store(site).submit(base) or {}).get("backend"))
-    where = scheduler.stdout_path(job)
+    where = scheduler_for(job, site).stdout_path(job)
     if where is None:
         raise UsageError(f"Slurm no longer knows where job {job} wrote its output",
                          hint="its output file is named by the job's --output (default slurm-JOBID.out)")
@@ -167,10 +73,8 @@ def logs(job: str, follow: bool) -> None:
 @common_options
 def cancel(job: str) -> None:
     """Cancel a job; its container is stopped and nothing of it remains."""
-    base, _task = split_job_id(job)
-    site = load_site(state().site)
-    scheduler, _ = get_scheduler(None, site, (_store(site).submit(base) or {}).get("backend"))
-    scheduler.cancel(job)
+    split_job_id(job)
+    scheduler_for(job, load_site(state().site)).cancel(job)
     click.echo(f"cancelled {job}")
 
 
@@ -181,65 +85,7 @@ def cancel(job: str) -> None:
 @common_options
 def outputs(job: str, directory: Path) -> None:
     """Pack a job's output directory (all tasks of an array) as JOB-outputs.tar.gz."""
-    base, task = split_job_id(job)
-    site = load_site(state().site)
-    store = _store(site)
-    runs = {t: r for t, r in store.runs(base).items() if not task or t == task}
-    dirs = [(t, Path(r["output"])) for t, r in sorted(runs.items()) if r.get("output")]
-    if not dirs:
-        raise UsageError(f"job {job} has no output directory yet (it has not started, or is not a stardock job)")
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / f"{job}-outputs.tar.gz"
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=directory)
-    os.close(fd)
-    try:
-        with tarfile.open(tmp, "w:gz") as tar:
-            for _task, path in dirs:
-                tar.add(path, arcname=path.name)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    click.echo(str(target))
-
-
-SHELL_OWN = ("env", "image", "mount", "engine", "site")
-
-
-def parse_shell_args(argv: List[str], cwd: Path) -> tuple:
-    """stardock's options out, srun's options (as given) before `--`, the command after it."""
-    req = SubmitRequest(script=Script(None, "#!/bin/sh\n", []))
-    srun: List[str] = []
-    command: List[str] = []
-    i = 0
-    while i < len(argv):
-        token = argv[i]
-        if token == "--":
-            command = argv[i + 1:]
-            break
-        word, eq, value = token[2:].partition("=") if token.startswith("--") else ("", "", "")
-        if token == "--debug":
-            req.debug = True
-        elif word in SHELL_OWN:
-            if not eq:
-                if i + 1 >= len(argv):
-                    raise UsageError(f"stardock shell: --{word} needs a value")
-                value, i = argv[i + 1], i + 1
-            if word == "env":
-                req.spec = cwd / value
-            elif word == "image":
-                req.image = value
-            elif word == "mount":
-                req.mounts.append(value)
-            elif word == "site":
-                req.site = value
-            else:
-                req.engine = value
-        else:
-            srun.append(token)
-        i += 1
-    return req, srun, command or ["/bin/bash"]
+    click.echo(str(pack_outputs(job, load_site(state().site), directory)))
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False,
@@ -254,24 +100,6 @@ def shell(argv) -> None:
 
     StarDock's SSH access, without sshd or passwords: Slurm's own authentication.
     """
-    cwd = Path.cwd()
-    req, srun, command = parse_shell_args(list(argv), cwd)
-    site, catalog = site_and_catalog(req.site or state().site)
-    prepared = prepare(req, site, catalog, lambda line: click.echo(f"  | {line}", err=True))
-    prepared.spec.command = command
-    prepared.spec.interactive = True
-    fd, spec_file = tempfile.mkstemp(prefix="shell-", suffix=".json", dir=prepared.records)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(prepared.spec.to_json())
-    try:
-        environ = dict(os.environ)
-        if site.scheduler.partition and "SLURM_PARTITION" not in environ:
-            environ["SLURM_PARTITION"] = site.scheduler.partition  # the site's default; -p still wins
-        code = proc.run_interactive(["srun", "--pty", *srun, sys.executable,
-                                     data_dir("wrappers") / WRAPPER, "--spec-file", spec_file], env=environ)
-    finally:
-        os.unlink(spec_file)
-    sys.exit(code)
-
-
-COMMANDS = [sbatch, status, logs, cancel, outputs, shell]
+    shell_req = parse_shell_args(list(argv), Path.cwd())
+    site = load_site(shell_req.req.site or state().site)
+    sys.exit(run_shell(shell_req, site, lambda line: click.echo(f"  | {line}", err=True)))

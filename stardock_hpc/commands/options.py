@@ -1,11 +1,15 @@
-"""Options every command shares (--site, --debug) and the state they set."""
+"""What every command shares: the --site and --debug options and the state they set, JSON output,
+and printing checks."""
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import click
+
+from stardock_hpc.errors import StardockError
+from stardock_hpc.schedulers.base import Check
 
 
 class State:
@@ -43,3 +47,19 @@ def state() -> State:
 
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def report_checks(checks: List[Check], as_json: bool, what: str) -> None:
+    """Print checks (or JSON); any failure makes the command fail, after everything is shown."""
+    if as_json:
+        echo_json([{"status": s, "check": w, "detail": d} for s, w, d in checks])
+    else:
+        for status, name, detail in checks:
+            click.echo(f"{status:<4}  {name}: {detail}")
+    failed = [c for c in checks if c[0] == "fail"]
+    if failed:
+        raise ChecksFailed(f"{len(failed)} {what}(s) failed")
+
+
+class ChecksFailed(StardockError):
+    pass

@@ -16,8 +16,7 @@ from stardock_hpc import proc, proctree, safefs
 from stardock_hpc.engines.base import Engine, ImageRef, Mount, OnLine, RunOptions
 from stardock_hpc.errors import ExternalError
 from stardock_hpc.ociarchive import identity
-from stardock_hpc.render.containerfile import base_reference
-from stardock_hpc.site import BaseImage
+from stardock_hpc.site import BaseImage, base_reference
 
 LOADED_RE = re.compile(r"Loaded image(?:\(s\))?:\s*(\S+)")
 STEP_ID_RE = re.compile(r"--> (?:Using cache )?([0-9a-f]{11,64})$")

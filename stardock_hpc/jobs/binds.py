@@ -19,11 +19,11 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import List, Sequence
 
 from stardock_hpc.engines.base import Mount
 from stardock_hpc.errors import StardockError
-from stardock_hpc.jobs.mounts import unsafe_in
+from stardock_hpc.jobs.mounts import VolumeMount, unsafe_in
 from stardock_hpc.safefs import is_name
 
 FIRST_FD = 3
@@ -93,9 +93,8 @@ def hold(mount: Mount, root: Path, sub: str, what: str) -> Held:
     return Held(mount, open_beneath(root, sub, what))
 
 
-def hold_volume(m: Dict) -> Held:
-    return hold(Mount(Path(m["host"]), m["target"], m["readonly"]), Path(m["root"]), m["sub"],
-                f"volume mount {m['target']}")
+def hold_volume(m: VolumeMount) -> Held:
+    return hold(m.mount(), m.root, m.sub, f"volume mount {m.target}")
 
 
 def hold_path(path: Path, target: str, readonly: bool, what: str) -> Held:

@@ -4,7 +4,7 @@ NAME is a volume of the site config; SUBPATH must stay inside it (no `..`, no sy
 leading out); the mode may be narrowed (rw -> ro) but never widened; the site may limit who
 uses a volume. The container sees it at <mount_root>/NAME/SUBPATH.
 
-What is checked here is the resolved directory, and that is what the job binds: the job spec
+What is checked here is the resolved directory, and that is what the job binds: the launch
 carries the volume's real root and the real sub-path, with no link left in it. On the node the
 wrapper walks them again without following any link and holds the directory open, and the
 container checks that what the engine bound is that very directory (jobs/binds.py): a sub-path
@@ -16,7 +16,7 @@ import os
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Sequence
+from typing import Any, Dict, List, Sequence
 
 from stardock_hpc.engines.base import Mount
 from stardock_hpc.errors import UsageError
@@ -28,27 +28,32 @@ UNSAFE = (",", ":")
 
 @dataclass(frozen=True)
 class VolumeMount:
-    request: str
-    volume: str
-    subpath: str            # as asked
+    """A site volume in a job, in the one form it keeps from `--mount` to the node wrapper."""
+
     root: Path              # the volume's real directory
-    real_sub: str           # the real sub-path below it ("" for the root): no links, no '..'
-    target: str
+    sub: str                # the real sub-path below it ("" for the root): no links, no '..'
+    target: str             # where the container sees it
     readonly: bool
+    volume: str = ""        # the logical name and the --mount text (for the records; not sent to the node)
+    request: str = ""
 
     @property
     def host(self) -> Path:
-        return self.root.joinpath(*self.real_sub.split("/")) if self.real_sub else self.root
+        return self.root.joinpath(*self.sub.split("/")) if self.sub else self.root
 
     def mount(self) -> Mount:
         return Mount(self.host, self.target, self.readonly)
 
-    def job_spec(self) -> dict:
+    def to_json(self) -> Dict[str, Any]:
         """What the node wrapper binds (and checks again there)."""
-        return {"root": str(self.root), "sub": self.real_sub, "host": str(self.host), "target": self.target,
-                "readonly": self.readonly}
+        return {"host": str(self.host), "readonly": self.readonly, "root": str(self.root), "sub": self.sub,
+                "target": self.target}
 
-    def record(self) -> dict:
+    @classmethod
+    def from_json(cls, data: Dict[str, Any]) -> VolumeMount:
+        return cls(Path(data["root"]), data["sub"], data["target"], bool(data["readonly"]))
+
+    def record(self) -> Dict[str, Any]:
         return {"request": self.request, "volume": self.volume, "host": str(self.host),
                 "target": self.target, "mode": "ro" if self.readonly else "rw"}
 
@@ -109,7 +114,7 @@ def parse_mount(text: str, site: Site, user: str) -> VolumeMount:
         raise UsageError(f"{where}: {host} is not readable by {user}")
     target = posixpath.join(site.mount_root, name, *parts)
     real_sub = "/".join(real.relative_to(real_root).parts)
-    return VolumeMount(text, name, "/".join(parts), real_root, real_sub, target, readonly)
+    return VolumeMount(real_root, real_sub, target, readonly, name, text)
 
 
 def parse_mounts(texts: Sequence[str], site: Site, user: str) -> List[VolumeMount]:

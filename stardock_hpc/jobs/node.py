@@ -1,6 +1,6 @@
 """The node side of a job: run the batch script in the container, rootless and accounted.
 
-Started by the job script (wrappers/stardock-node) with the job spec on standard input:
+Started by the job script (wrappers/stardock-node) with the launch (the job spec) on standard input:
   * becomes a child subreaper, so conmon, catatonit and anything else the engine double-forks
     stay its descendants: Slurm's jobacct_gather/linux counts a task's descendants, and
     nothing escapes the cleanup at the end;
@@ -27,16 +27,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from stardock_hpc import proctree
 from stardock_hpc.cache import Cache
 from stardock_hpc.engines import get_engine
-from stardock_hpc.engines.base import RunOptions
+from stardock_hpc.engines.base import Engine, ImageRef, RunOptions
 from stardock_hpc.errors import StardockError
 from stardock_hpc.jobs.binds import Handover, Held, checked_command, hold_path, hold_volume, release
-from stardock_hpc.jobs.jobspec import JobSpec
+from stardock_hpc.jobs.launch import Launch
 from stardock_hpc.jobs.records import RecordStore
 from stardock_hpc.jobs.runmarks import RunMarks
 from stardock_hpc.jobs.userdirs import private_dir
@@ -55,11 +56,20 @@ def become_subreaper() -> None:
         log("warning: cannot become a child subreaper")
 
 
-def job_ids(environ: Dict[str, str]) -> Dict[str, Optional[str]]:
-    array_job, task = environ.get("SLURM_ARRAY_JOB_ID"), environ.get("SLURM_ARRAY_TASK_ID")
-    job = environ.get("SLURM_JOB_ID", f"local-{os.getpid()}")
-    return {"job": job, "record_id": array_job or job, "task": task,
-            "label": f"{array_job}_{task}" if array_job and task else job}
+@dataclass(frozen=True)
+class JobIds:
+    """Who this job is, from Slurm's variables."""
+
+    job: str                   # SLURM_JOB_ID
+    record_id: str             # the records' directory: the array's job id for a task
+    task: Optional[str]        # SLURM_ARRAY_TASK_ID
+    label: str                 # 123, or 123_4 for an array task: names the output directory and container
+
+    @classmethod
+    def of(cls, environ: Dict[str, str]) -> JobIds:
+        array_job, task = environ.get("SLURM_ARRAY_JOB_ID"), environ.get("SLURM_ARRAY_TASK_ID")
+        job = environ.get("SLURM_JOB_ID", f"local-{os.getpid()}")
+        return cls(job, array_job or job, task, f"{array_job}_{task}" if array_job and task else job)
 
 
 def runtime_dir(uid: int) -> str:
@@ -134,39 +144,40 @@ def process_exists(pid: int) -> bool:
     return True
 
 
-def container_env(spec: JobSpec, environ: Dict[str, str], user: str, output_target: str) -> Dict[str, str]:
+def container_env(launch: Launch, environ: Dict[str, str], user: str, output_target: str) -> Dict[str, str]:
     env = {k: v for k, v in environ.items() if k.startswith("SLURM_")}
-    for name in (*PASSED, *spec.pass_env):
+    for name in (*PASSED, *launch.pass_env):
         if name in environ:
             env[name] = environ[name]
     env.update(HOME="/tmp", USER=user, LOGNAME=user, STARDOCK_OUTPUT=output_target,
-               STARDOCK_IMAGE=spec.key, STARDOCK_ENVIRONMENT=spec.name, STARDOCK_MOUNT_ROOT=spec.mount_root)
+               STARDOCK_IMAGE=launch.key, STARDOCK_ENVIRONMENT=launch.name, STARDOCK_MOUNT_ROOT=launch.mount_root)
     return env
 
 
-def run(spec: JobSpec, args: List[str], environ: Dict[str, str]) -> int:
+def run(launch: Launch, args: List[str], environ: Dict[str, str]) -> int:
     become_subreaper()
     uid, gid = os.getuid(), os.getgid()
     user = pwd.getpwuid(uid).pw_name
-    ids = job_ids(environ)
+    ids = JobIds.of(environ)
     try:
-        records_dir = private_dir(spec.records, user, uid, "job records directory (site config: records)")
+        records_dir = private_dir(launch.records, user, uid, "job records directory (site config: records)")
     except StardockError as exc:
         log(f"error: {exc}")
         return 1
     records = RecordStore(records_dir)
     started = time.time()
     node = socket.gethostname()
-    record = {"job": ids["job"], "array_task": ids["task"], "user": user, "node": node,
-              "engine": spec.engine, "key": spec.key, "name": spec.name, "image": spec.tag,
-              "mounts": spec.mounts, "start": started, "end": None, "exit_code": None, "state": "running"}
-    workdir = Path(tempfile.mkdtemp(prefix=f"stardock-job-{ids['label']}-"))
-    output_target = f"{spec.mount_root}/output"
+    record = {"job": ids.job, "array_task": ids.task, "user": user, "node": node,
+              "engine": launch.engine, "key": launch.key, "name": launch.name, "image": launch.tag,
+              "mounts": [m.to_json() for m in launch.mounts], "start": started, "end": None, "exit_code": None,
+              "state": "running"}
+    workdir = Path(tempfile.mkdtemp(prefix=f"stardock-job-{ids.label}-"))
+    output_target = f"{launch.mount_root}/output"
     # This process exists for the job: the engine commands it runs take its environment.
     os.environ["XDG_RUNTIME_DIR"] = runtime_dir(uid)
     for leak in ("DBUS_SESSION_BUS_ADDRESS", "CONTAINERS_STORAGE_CONF"):
         os.environ.pop(leak, None)
-    container = f"stardock-{ids['label']}-{os.getpid()}"
+    container = f"stardock-{ids.label}-{os.getpid()}"
     marks = RunMarks(records_dir, node)
     code = 1
     child: Optional[subprocess.Popen] = None
@@ -174,31 +185,31 @@ def run(spec: JobSpec, args: List[str], environ: Dict[str, str]) -> int:
     held: List[Held] = []
     handover: Optional[Handover] = None
     try:
-        output = own_dir(private_dir(spec.outputs, user, uid, "outputs directory (site config: outputs)")
-                         / ids["label"])
+        output = own_dir(private_dir(launch.outputs, user, uid, "outputs directory (site config: outputs)")
+                         / ids.label)
         record["output"] = str(output)
         script = workdir / "script"
-        script.write_text(spec.script)
+        script.write_text(launch.script)
         script.chmod(0o500)
         os.chmod(workdir, 0o700)
-        engine = get_engine(spec.engine)
+        engine = get_engine(launch.engine)
         remove_orphans(marks)
-        image = _image(engine, spec)
+        image = _image(engine, launch)
         # what the container gets is held open from here on and proven in the container (binds.py)
-        for m in spec.mounts:
+        for m in launch.mounts:
             held.append(hold_volume(m))
         held.append(hold_path(script, SCRIPT_IN_CONTAINER, True, "the batch script"))
         held.append(hold_path(output, output_target, False, "the output directory"))
         handover = Handover(held)
         held = []
-        command = checked_command(handover.mounts, list(spec.command) if spec.command
+        command = checked_command(handover.mounts, list(launch.command) if launch.command
                                   else [SCRIPT_IN_CONTAINER, *args])
-        options = RunOptions(network=spec.network, uid=uid, gid=gid, runtime=spec.runtime_shim, name=container,
-                             tmpdir=str(workdir), interactive=spec.interactive,
-                             preserve_fds=len(handover.pass_fds), pids=process_limit(spec.pids))
+        options = RunOptions(network=launch.network, uid=uid, gid=gid, runtime=launch.runtime_shim, name=container,
+                             tmpdir=str(workdir), interactive=launch.interactive,
+                             preserve_fds=len(handover.pass_fds), pids=process_limit(launch.pids))
         argv = engine.run_argv(image, command, handover.mounts,
-                               container_env(spec, environ, user, output_target), output_target, options)
-        records.write_run(ids["record_id"], ids["task"], record)
+                               container_env(launch, environ, user, output_target), output_target, options)
+        records.write_run(ids.record_id, ids.task, record)
         forwarded: List[int] = []
 
         def forward(signum: int, _frame) -> None:
@@ -208,14 +219,14 @@ def run(spec: JobSpec, args: List[str], environ: Dict[str, str]) -> int:
 
         for sig in FORWARDED:
             signal.signal(sig, forward)
-        marks.mark(container, os.getpid(), spec.engine)
+        marks.mark(container, os.getpid(), launch.engine)
         limits = engine.spawn_rlimits(options)
 
         def in_child() -> None:
             handover.in_child()
             set_rlimits(limits)
 
-        child = subprocess.Popen(argv, stdin=None if spec.interactive else subprocess.DEVNULL,
+        child = subprocess.Popen(argv, stdin=None if launch.interactive else subprocess.DEVNULL,
                                  pass_fds=handover.pass_fds, preexec_fn=in_child)
         handover.close()  # the engine holds its own copies until the container has checked them
         status = child.wait()
@@ -234,13 +245,13 @@ def run(spec: JobSpec, args: List[str], environ: Dict[str, str]) -> int:
         for sig in FORWARDED:
             signal.signal(sig, signal.SIG_IGN)
         if child is not None and (interrupted or child.returncode is None):
-            get_engine(spec.engine).remove_run(container)
+            get_engine(launch.engine).remove_run(container)
         proctree.stop_descendants()  # what the engine left behind (conmon, pause processes...)
         marks.unmark(container)
         shutil.rmtree(workdir, ignore_errors=True)
         record.update(end=time.time(), exit_code=code)
         try:
-            records.write_run(ids["record_id"], ids["task"], record)
+            records.write_run(ids.record_id, ids.task, record)
         except OSError as exc:
             log(f"warning: cannot write the job record: {exc}")
     return code
@@ -270,12 +281,12 @@ def set_rlimits(limits: Dict[int, Tuple[int, int]]) -> None:
         resource.setrlimit(which, value)
 
 
-def _image(engine, spec: JobSpec):
+def _image(engine: Engine, launch: Launch) -> ImageRef:
     """The image the job was submitted with, checked again here: the entry directory is still the
     one owned by the builder trusted at submission, and its artifact still has the recorded digest."""
-    entry_dir = Path(spec.entry)
-    entry = Cache(entry_dir.parent.parent).entry_for_run(entry_dir, spec.entry_owner, spec.artifact_sha256)
-    return engine.image_for(entry.artifact, spec.tag)
+    entry_dir = Path(launch.entry)
+    entry = Cache(entry_dir.parent.parent).entry_for_run(entry_dir, launch.entry_owner, launch.artifact_sha256)
+    return engine.image_for(entry.artifact, launch.tag)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -284,14 +295,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     try:
         if args[:1] == ["--spec-file"]:
-            spec = JobSpec.from_json(Path(args[1]).read_text())
+            launch = Launch.from_json(Path(args[1]).read_text())
             args = args[2:]
         else:
-            spec = JobSpec.from_json(sys.stdin.read())
+            launch = Launch.from_json(sys.stdin.read())
     except (ValueError, TypeError, OSError, IndexError) as exc:
         log(f"error: cannot read the job spec: {exc}")
         sys.exit(1)
-    sys.exit(run(spec, args, dict(os.environ)))
+    sys.exit(run(launch, args, dict(os.environ)))
 
 
 if __name__ == "__main__":  # pragma: no cover

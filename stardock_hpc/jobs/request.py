@@ -23,7 +23,7 @@ OWN = {"env": True, "image": True, "mount": True, "engine": True, "backend": Tru
 
 @dataclass
 class SubmitRequest:
-    spec: Optional[Path] = None
+    spec_path: Optional[Path] = None       # --env: the environment's spec file
     image: Optional[str] = None
     mounts: List[str] = field(default_factory=list)
     engine: Optional[str] = None
@@ -50,7 +50,7 @@ class SubmitRequest:
 
 def _own(req: SubmitRequest, name: str, value: Optional[str], base: Path) -> None:
     if name == "env":
-        req.spec = base / value if value and not Path(value).is_absolute() else Path(value or "")
+        req.spec_path = base / value if value and not Path(value).is_absolute() else Path(value or "")
     elif name == "image":
         req.image = value
     elif name == "mount":
@@ -136,7 +136,7 @@ def apply_directives(req: SubmitRequest) -> SubmitRequest:
             i = i2
     return replace(
         req,
-        spec=req.spec or from_script.spec,
+        spec_path=req.spec_path or from_script.spec_path,
         image=req.image or from_script.image,
         mounts=from_script.mounts + req.mounts,
         engine=req.engine or from_script.engine,

@@ -15,7 +15,7 @@ from typing import Optional
 
 from stardock_hpc import __version__
 from stardock_hpc.errors import UsageError
-from stardock_hpc.jobs.jobspec import JobSpec
+from stardock_hpc.jobs.launch import Launch
 from stardock_hpc.resources import data_dir
 from stardock_hpc.slurm.script import Script, is_host_line
 
@@ -49,13 +49,13 @@ def _one_line(value: str, what: str) -> str:
     return value
 
 
-def render_job_script(script: Script, spec: JobSpec, python: str = sys.executable,
+def render_job_script(script: Script, launch: Launch, python: str = sys.executable,
                       wrappers: Optional[Path] = None) -> str:
     """The job script: the batch script's header kept verbatim, then the wrapper call. python
     and wrappers default to this installation (the nodes share it)."""
     template = string.Template((data_dir("slurm") / TEMPLATE).read_text())
     wrapper = str((wrappers or data_dir("wrappers")) / WRAPPER)
     return template.substitute(
-        header=_host_header(script), version=__version__, name=shown(spec.name), key12=shown(spec.key[:12]),
-        engine=shown(spec.engine), python=shlex.quote(_one_line(python, "Python path")),
-        wrapper=shlex.quote(_one_line(wrapper, "wrapper path")), jobspec=_one_line(spec.to_json(), "job spec"))
+        header=_host_header(script), version=__version__, name=shown(launch.name), key12=shown(launch.key[:12]),
+        engine=shown(launch.engine), python=shlex.quote(_one_line(python, "Python path")),
+        wrapper=shlex.quote(_one_line(wrapper, "wrapper path")), jobspec=_one_line(launch.to_json(), "job spec"))

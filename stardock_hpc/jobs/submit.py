@@ -2,20 +2,18 @@
 submission, and the records that let `stardock status/logs/outputs` find the job again."""
 from __future__ import annotations
 
+import errno
 import getpass
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
-from stardock_hpc.builder import build, image_tag
-from stardock_hpc.cache import Cache, Entry
-from stardock_hpc.catalog import Catalog
+from stardock_hpc.cache import Cache, Entry, image_tag
 from stardock_hpc.engines import get_engine
 from stardock_hpc.errors import UsageError
-from stardock_hpc.jobs.jobspec import JobSpec
+from stardock_hpc.jobs.launch import Launch
 from stardock_hpc.jobs.limits import check_limits
 from stardock_hpc.jobs.mounts import VolumeMount, parse_mounts
 from stardock_hpc.jobs.records import RecordStore
@@ -35,21 +33,25 @@ class Prepared:
     entry: Entry
     engine: str
     mounts: List[VolumeMount]
-    spec: JobSpec
+    launch: Launch
     script: str
     built: Optional[bool]  # None: given as --image
     records: Path          # the user's records directory, checked
     outputs: Path          # the user's outputs directory, checked
 
 
-def choose_image(req: SubmitRequest, site: Site, catalog: Catalog, engine_name: Optional[str],
+def choose_image(req: SubmitRequest, site: Site, engine_name: Optional[str],
                  on_line: Optional[Callable[[str], None]],
                  say: Optional[Callable[[str], None]] = None) -> Tuple[Entry, Optional[bool]]:
-    if bool(req.spec) == bool(req.image):
+    if bool(req.spec_path) == bool(req.image):
         raise UsageError("stardock sbatch: give exactly one of --env SPEC or --image KEY "
                          "(on the command line or in a #STARDOCK line)")
-    if req.spec:
-        result = build(req.spec, site, catalog, get_engine(engine_name or site.engine), on_line, say)
+    if req.spec_path:
+        # building (and so the catalog) only when the image is given as a spec: --image stays light
+        from stardock_hpc.builder import build
+        from stardock_hpc.catalog import load_catalog
+        result = build(req.spec_path, site, load_catalog(site.catalog), get_engine(engine_name or site.engine),
+                       on_line, say)
         return result.entry, result.built
     cache = Cache(site.cache, site.trusted_builders)
     entry = cache.find(req.image or "")
@@ -63,27 +65,30 @@ def choose_image(req: SubmitRequest, site: Site, catalog: Catalog, engine_name: 
     return entry, None
 
 
-def prepare(req: SubmitRequest, site: Site, catalog: Catalog,
+def prepare(req: SubmitRequest, site: Site,
             on_line: Optional[Callable[[str], None]] = None,
-            say: Optional[Callable[[str], None]] = None) -> Prepared:
-    """on_line: the build's output, line by line; say: stardock's own messages (a wait for a lock)."""
+            say: Optional[Callable[[str], None]] = None, command: Optional[List[str]] = None,
+            interactive: bool = False) -> Prepared:
+    """on_line: the build's output, line by line; say: stardock's own messages (a wait for a lock).
+    command: run it instead of the script, interactive: on a terminal (stardock shell)."""
     assert req.script is not None
     user = getpass.getuser()
     check_limits(req.all_sbatch(), site.policy.limits, site.source)
     mounts = parse_mounts(req.mounts, site, user)
     # what would fail after submission is checked before it
     records, outputs = user_dirs(site, user)
-    entry, built = choose_image(req, site, catalog, req.engine, on_line, say)
+    entry, built = choose_image(req, site, req.engine, on_line, say)
     shim = str(data_dir("wrappers") / RUNTIME_SHIM) if entry.engine == "podman" else None
-    spec = JobSpec(
+    launch = Launch(
         engine=entry.engine, entry=str(entry.path), artifact=str(entry.artifact), key=entry.key,
         name=entry.meta.get("name", "?"),
         tag=entry.meta.get("image_tag") or image_tag(entry.meta.get("name", "image"), entry.key),
-        mounts=[m.job_spec() for m in mounts], outputs=site.outputs, records=site.records,
+        mounts=mounts, outputs=site.outputs, records=site.records,
         mount_root=site.mount_root, network=site.policy.network, script=req.script.text,
         script_name=str(req.script.path or "--wrap"), pass_env=list(req.pass_env), runtime_shim=shim,
-        pids=site.policy.limits.pids, entry_owner=entry.owner, artifact_sha256=entry.meta["artifact_sha256"])
-    return Prepared(entry, entry.engine, mounts, spec, render_job_script(req.script, spec), built,
+        pids=site.policy.limits.pids, entry_owner=entry.owner, artifact_sha256=entry.meta["artifact_sha256"],
+        command=command, interactive=interactive)
+    return Prepared(entry, entry.engine, mounts, launch, render_job_script(req.script, launch), built,
                     records, outputs)
 
 
@@ -95,12 +100,26 @@ def user_dirs(site: Site, user: str) -> Tuple[Path, Path]:
     outputs = private_dir(site.outputs, user, uid, f"outputs directory (outputs in {site.source})")
     for path, what in ((records, "job records"), (outputs, "job outputs")):
         try:
-            fd, probe = tempfile.mkstemp(prefix=".stardock-probe-", dir=path)
-            os.close(fd)
-            os.unlink(probe)
+            probe_writable(path)
         except OSError as exc:
             raise UsageError(f"cannot write {what} in {path}: {exc.strerror}; nothing was submitted") from None
     return records, outputs
+
+
+def probe_writable(directory: Path) -> None:
+    """Create (and drop) a file in directory, or raise OSError: an unnamed one where the file
+    system can (nothing is left even if we are killed), else a named one removed at once."""
+    try:
+        os.close(os.open(directory, os.O_WRONLY | os.O_TMPFILE, 0o600))
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            raise
+    import tempfile
+
+    fd, name = tempfile.mkstemp(prefix=".stardock-probe-", dir=directory)
+    os.close(fd)
+    os.unlink(name)
 
 
 def site_defaults(req: SubmitRequest, site: Site, environ: Dict[str, str]) -> List[Option]:
@@ -124,10 +143,10 @@ def submit(req: SubmitRequest, prepared: Prepared, site: Site, scheduler: Schedu
     record = {
         "job": submitted.job_id, "cluster": submitted.cluster, "submitted": time.time(),
         "user": getpass.getuser(), "backend": scheduler.name, "cwd": str(cwd),
-        "script": prepared.spec.script_name, "args": req.args, "sbatch": [t for o in options for t in o.tokens],
-        "engine": prepared.engine, "key": prepared.entry.key, "name": prepared.spec.name,
+        "script": prepared.launch.script_name, "args": req.args, "sbatch": [t for o in options for t in o.tokens],
+        "engine": prepared.engine, "key": prepared.entry.key, "name": prepared.launch.name,
         "artifact": str(prepared.entry.artifact), "mounts": [m.record() for m in prepared.mounts],
-        "outputs": str(prepared.outputs), "spec": str(req.spec) if req.spec else None,
+        "outputs": str(prepared.outputs), "spec": str(req.spec_path) if req.spec_path else None,
     }
     try:
         RecordStore(prepared.records).write_submit(submitted.job_id, record)

@@ -22,17 +22,7 @@ from stardock_hpc.render.common import (
     header,
     layer_commands,
 )
-from stardock_hpc.site import BaseImage
-
-LOCAL_BASE_PREFIX = "localhost/stardock-base/"
-
-
-def base_reference(base: BaseImage) -> str:
-    """The FROM line's image: a registry reference, or the local name under which the engine
-    loads a base archive (a stable name keeps Podman's layer cache)."""
-    if base.ref:
-        return base.ref
-    return LOCAL_BASE_PREFIX + base.name
+from stardock_hpc.site import base_reference
 
 
 def quote(value: str) -> str:

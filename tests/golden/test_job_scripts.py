@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from stardock_hpc.jobs.jobspec import FORMAT, JobSpec
+from stardock_hpc.jobs.launch import FORMAT, Launch
+from stardock_hpc.jobs.mounts import VolumeMount
 from stardock_hpc.slurm.script import read_script
 from stardock_hpc.jobs.script import render_job_script
 from test_golden import check
@@ -16,12 +17,11 @@ HERE = Path(__file__).parent / "jobs"
 SCRIPTS = sorted(p.name for p in HERE.glob("*.sh"))
 
 
-def spec_for(script) -> JobSpec:
-    return JobSpec(engine="podman", entry="/srv/stardock/cache/entries/k-u1000",
+def spec_for(script) -> Launch:
+    return Launch(engine="podman", entry="/srv/stardock/cache/entries/k-u1000",
                    artifact="/srv/stardock/cache/entries/k-u1000/image.oci.tar", key="f" * 64,
                    name="m51-photometry", tag="localhost/stardock/m51-photometry:ffffffffffffffff",
-                   mounts=[{"root": "/srv/archive", "sub": "m51", "host": "/srv/archive/m51",
-                            "target": "/data/archive/m51", "readonly": True}],
+                   mounts=[VolumeMount(Path("/srv/archive"), "m51", "/data/archive/m51", True)],
                    outputs="/scratch/{user}/stardock-outputs", records="{home}/.local/share/stardock/jobs",
                    mount_root="/data", network=False, script=script.text, script_name=str(script.path.name),
                    runtime_shim="/opt/stardock/wrappers/stardock-runc", pids=4096, entry_owner=1000,
@@ -45,7 +45,7 @@ def test_job_script_is_valid_bash_and_carries_the_script_intact(name):
     assert subprocess.run(["bash", "-n"], input=text, text=True).returncode == 0
     lines = text.splitlines()
     assert lines[-1] == "STARDOCK_JOB_SPEC" and lines.count("STARDOCK_JOB_SPEC") == 1
-    spec = JobSpec.from_json(lines[-2])
+    spec = Launch.from_json(lines[-2])
     assert spec.script == (HERE / name).read_text()
     # every #SBATCH line of the batch script is kept, verbatim and in order
     sbatch = [line for line in (HERE / name).read_text().splitlines() if line.startswith("#SBATCH")]

@@ -12,7 +12,8 @@ import pytest
 
 from stardock_hpc import cli as cli_module
 from stardock_hpc.catalog import load_catalog
-from stardock_hpc.commands.importcmd import COMMANDS, import_recipe_cmd
+from stardock_hpc.cli import COMMANDS
+from stardock_hpc.commands.importcmd import import_recipe_cmd
 from stardock_hpc.importer import default_name, import_recipe, render_yaml
 from stardock_hpc.importer.rules import REASON_SECRET, REASON_SSHD
 from stardock_hpc.plan import BASE_PATH, VENV
@@ -440,9 +441,8 @@ def test_default_names():
 # --- the command -----------------------------------------------------------------------------
 
 @pytest.fixture
-def stardock(monkeypatch, capsys):
+def stardock(capsys):
     """Run `stardock ...` in-process through cli.main (exit codes and messages as shipped)."""
-    monkeypatch.setitem(cli_module.cli.commands, "import", import_recipe_cmd)
 
     def run(*args):
         with pytest.raises(SystemExit) as exc:
@@ -497,10 +497,8 @@ def test_cli_bad_input_is_one_clear_error(stardock, tmp_path, content, message):
 
 
 def test_cli_in_a_real_process(tmp_path):
-    """As the installed command runs it (the group in cli.py gets COMMANDS registered)."""
-    register = ("import sys; from stardock_hpc.cli import cli, main; "
-                "from stardock_hpc.commands.importcmd import COMMANDS; "
-                "[cli.add_command(c) for c in COMMANDS]; main()")
+    """As the installed command runs it (cli.py's COMMANDS name the command's module)."""
+    register = "from stardock_hpc.cli import main; main()"
     garbage = tmp_path / "Dockerfile"
     garbage.write_text("this is not a recipe\n")
     proc = subprocess.run([sys.executable, "-c", register, "import", str(garbage), "--site", str(SITE)],
@@ -511,4 +509,5 @@ def test_cli_in_a_real_process(tmp_path):
                            str(FIXTURES / "edge-cases" / "Dockerfile"), "--site", str(SITE)],
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0 and proc.stdout.splitlines()[-1].startswith("  E: ")
-    assert COMMANDS == [import_recipe_cmd] and import_recipe_cmd.name == "import"
+    assert COMMANDS["import"][:2] == ("stardock_hpc.commands.importcmd", "import_recipe_cmd") \
+        and import_recipe_cmd.name == "import"

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 import stardock_hpc
 from stardock_hpc.errors import UsageError
-from stardock_hpc.jobs.jobspec import JobSpec
+from stardock_hpc.jobs.launch import Launch
 from stardock_hpc.jobs.request import parse_command_line
 from stardock_hpc.jobs.script import render_job_script
 from stardock_hpc.slurm.script import Script, check_text, parse_script, read_script
@@ -44,8 +44,8 @@ PROBE = ('exec 3>"$2"; set -T; shopt -s extdebug; '
          'else printf "%s\\0" "$BASH_COMMAND" >&3; false; fi\' DEBUG; . "$1"')
 
 
-def spec_for(script: Script, name: str = "m51-photometry", key: str = "f" * 64, engine: str = "podman") -> JobSpec:
-    return JobSpec(engine=engine, entry="/srv/stardock/cache/entries/k-u1000",
+def spec_for(script: Script, name: str = "m51-photometry", key: str = "f" * 64, engine: str = "podman") -> Launch:
+    return Launch(engine=engine, entry="/srv/stardock/cache/entries/k-u1000",
                    artifact="/srv/stardock/cache/entries/k-u1000/image.oci.tar", key=key, name=name,
                    tag="localhost/stardock/m51-photometry:ffffffffffffffff", mounts=[],
                    outputs="/scratch/u/stardock-outputs", records="/home/u/.local/share/stardock/jobs",
@@ -242,7 +242,7 @@ def assert_structure(job: str, text: str, script: Script, name: str) -> None:
         rest = user_lines(text)[1 + len(header):]
         assert not rest or not PLAIN.fullmatch(rest[0])
         assert all(number <= 1 + len(header) for number, _opts in script.sbatch_lines)
-    spec = JobSpec.from_json(lines[-3])
+    spec = Launch.from_json(lines[-3])
     assert (spec.script, spec.name) == (script.text, name)
     assert lines[-3].isascii() and lines[-3].startswith("{")
 

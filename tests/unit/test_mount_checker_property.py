@@ -68,7 +68,7 @@ def test_what_the_checker_accepts_is_exactly_what_the_node_binds(nodes, request,
         assert "," not in str(host) and ":" not in str(host)
         assert ".." not in m.target.split("/") and m.target.startswith("/data/v")
         assert m.readonly or (mode == "rw" and asked != ":ro"), "wider than the site allows"
-        fd = open_beneath(m.root, m.real_sub, "test")
+        fd = open_beneath(m.root, m.sub, "test")
         try:
             assert os.path.samestat(os.fstat(fd), os.stat(host))
         finally:
@@ -88,13 +88,13 @@ def test_a_component_swapped_for_a_link_after_the_check_is_refused_on_the_node(n
             m = parse_mount("v/" + "/".join(request), site_for(vol, "rw"), getpass.getuser())
         except UsageError:
             return
-        parts = m.real_sub.split("/") if m.real_sub else []
+        parts = m.sub.split("/") if m.sub else []
         if not parts:
             return
         victim = m.root.joinpath(*parts[:min(swap_at, len(parts) - 1) + 1])
         victim.rename(base / "moved-away")
         os.symlink(target.replace("/VOL", str(vol)).replace("/OUT", str(base / "out")), victim)
         with pytest.raises(BindError, match="symbolic link"):
-            os.close(open_beneath(m.root, m.real_sub, "test"))
+            os.close(open_beneath(m.root, m.sub, "test"))
     finally:
         shutil.rmtree(base, ignore_errors=True)

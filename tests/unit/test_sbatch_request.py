@@ -23,7 +23,7 @@ def test_options_end_at_the_script_and_its_arguments_are_its_own(tmp_path):
     req = parse_command_line(["-p", "debug", "--mem=1G", "--env", "env.yaml", "-J", "x y", str(s),
                               "--mem", "-p", "a b"], tmp_path)
     assert [o.tokens for o in req.sbatch] == [("-p", "debug"), ("--mem=1G",), ("-J", "x y")]
-    assert req.spec == tmp_path / "env.yaml"
+    assert req.spec_path == tmp_path / "env.yaml"
     assert req.args == ["--mem", "-p", "a b"]
 
 
@@ -62,7 +62,7 @@ def test_directives_are_read_until_the_first_command(tmp_path):
     assert [(n, [o.tokens for o in opts]) for n, opts in parsed.sbatch_lines] == [
         (2, [("--job-name=my job",)]), (6, [("-c", "2")])]
     req = apply_directives(parse_command_line(["--mount", "scratch", str(s)], tmp_path))
-    assert req.spec == tmp_path / "../env.yaml"
+    assert req.spec_path == tmp_path / "../env.yaml"
     assert req.mounts == ["archive/m51", "scratch"]
 
 
@@ -93,9 +93,9 @@ def test_required_values_and_flags_are_checked():
 
 
 def test_shell_arguments_split_into_stardock_srun_and_command(tmp_path):
-    from stardock_hpc.commands.jobs import parse_shell_args
+    from stardock_hpc.jobs.shell import parse_shell_args
     req, srun, command = parse_shell_args(["-p", "debug", "--env", "x.yaml", "--mount=archive", "--site", "/s.yaml",
                                            "--debug", "-t", "5", "--", "python3", "--env", "y"], tmp_path)
-    assert (req.spec, req.mounts, req.site, req.debug) == (tmp_path / "x.yaml", ["archive"], "/s.yaml", True)
+    assert (req.spec_path, req.mounts, req.site, req.debug) == (tmp_path / "x.yaml", ["archive"], "/s.yaml", True)
     assert srun == ["-p", "debug", "-t", "5"] and command == ["python3", "--env", "y"]
     assert parse_shell_args(["--image", "abc"], tmp_path)[2] == ["/bin/bash"]

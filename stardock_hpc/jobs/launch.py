@@ -1,23 +1,26 @@
-"""The job spec: everything the node-side wrapper needs, decided at submission and embedded in
-the job script as one line of JSON (so `scontrol write batch_script` shows the whole job)."""
+"""The launch: everything the node wrapper needs to start a job, decided at submission and
+embedded in the job script as one line of JSON (so `scontrol write batch_script` shows the whole
+job)."""
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional
+from typing import List, Optional
+
+from stardock_hpc.jobs.mounts import VolumeMount
 
 FORMAT = 2
 
 
 @dataclass
-class JobSpec:
+class Launch:
     engine: str
     entry: str                 # the cache entry directory
     artifact: str              # its artifact (shown; the node uses the entry's own, once checked)
     key: str
     name: str
     tag: str                   # Podman's local name for the image
-    mounts: List[Dict]         # {root, sub, host, target, readonly}: bound as checked (jobs/binds.py)
+    mounts: List[VolumeMount]  # bound as checked (jobs/binds.py)
     outputs: str               # site template: the per-job output directory goes under it
     records: str               # site template: the job records directory
     mount_root: str
@@ -35,11 +38,12 @@ class JobSpec:
 
     def to_json(self) -> str:
         # One line, ASCII only: it sits in a here-document whose end marker cannot occur in it.
-        return json.dumps(asdict(self), sort_keys=True, ensure_ascii=True, separators=(",", ":"))
+        data = dict(asdict(self), mounts=[m.to_json() for m in self.mounts])
+        return json.dumps(data, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> JobSpec:
+    def from_json(cls, text: str) -> Launch:
         data = json.loads(text)
         if data.get("format") != FORMAT:
             raise ValueError(f"job spec format {data.get('format')!r}, this wrapper reads {FORMAT}")
-        return cls(**data)
+        return cls(**dict(data, mounts=[VolumeMount.from_json(m) for m in data["mounts"]]))

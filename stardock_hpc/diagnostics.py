@@ -1,0 +1,162 @@
+"""What `stardock site check` and `stardock doctor` find: the site config against this machine,
+and the machine against what stardock needs (engines, subordinate ids, cgroups, Slurm's
+plugins), with what is enforced by whom. Each finding is a Check; the commands print them."""
+from __future__ import annotations
+
+import getpass
+import os
+import resource
+import shutil
+import sys
+from pathlib import Path
+from typing import List
+
+from stardock_hpc import __version__, proc
+from stardock_hpc.cache import Cache
+from stardock_hpc.catalog import load_catalog
+from stardock_hpc.errors import StardockError
+from stardock_hpc.jobs.submit import RUNTIME_SHIM
+from stardock_hpc.resources import data_dir
+from stardock_hpc.schedulers import scheduler_class
+from stardock_hpc.schedulers.base import Check
+from stardock_hpc.site import Site
+
+
+def run_checks(site: Site) -> List[Check]:
+    checks: List[Check] = [("ok", "site config", site.source)]
+    engine = shutil.which(site.engine)
+    checks.append(("ok", f"engine {site.engine}", engine) if engine else
+                  ("fail", f"engine {site.engine}", "not found on PATH"))
+    cache = site.cache
+    if cache.is_dir():
+        checks.append(("ok" if os.access(cache, os.W_OK | os.X_OK) else "warn", "image cache",
+                       f"{cache}" + ("" if os.access(cache, os.W_OK) else " (not writable by you: "
+                                     "you can use images, not publish them)")))
+        checks += Cache(cache, site.trusted_builders).layout_report()
+    else:
+        checks.append(("fail", "image cache", f"{cache} does not exist"))
+    for name, base in site.bases.items():
+        if base.archive is None:
+            checks.append(("ok", f"base {name}", f"registry reference {base.ref} (not contacted)"))
+        elif base.archive.is_file() and os.access(base.archive, os.R_OK):
+            checks.append(("ok", f"base {name}", str(base.archive)))
+        else:
+            checks.append(("fail", f"base {name}", f"archive {base.archive} is missing or unreadable"))
+    user = getpass.getuser()
+    for name, volume in site.volumes.items():
+        try:
+            path = volume.host_path(user)
+        except KeyError as exc:
+            checks.append(("fail", f"volume {name}", f"cannot expand {volume.path}: {exc}"))
+            continue
+        if path.is_dir():
+            checks.append(("ok", f"volume {name}", f"{path} ({volume.mode})"))
+        else:
+            checks.append(("warn" if "{" in volume.path else "fail", f"volume {name}",
+                           f"{path} does not exist"))
+    for cert in site.ca_certificates:
+        checks.append(("ok", "CA certificate", str(cert)) if os.access(cert, os.R_OK) else
+                      ("fail", "CA certificate", f"{cert} is missing or unreadable"))
+    for directory in site.catalog:
+        checks.append(("ok", "catalog", str(directory)) if directory.is_dir() else
+                      ("fail", "catalog", f"{directory} does not exist"))
+    try:
+        catalog = load_catalog(site.catalog)
+        checks.append(("ok", "catalog entries", f"{len(catalog.apps)} apps"))
+    except StardockError as exc:
+        checks.append(("fail", "catalog entries", str(exc)))
+    checks += scheduler_class(site.scheduler.backend).site_checks(site)
+    return checks
+
+
+def cgroup_layout() -> str:
+    if Path("/sys/fs/cgroup/cgroup.controllers").exists():
+        return "v2 (unified)"
+    if Path("/sys/fs/cgroup/unified").is_dir():
+        return "v1 (hybrid: v1 controllers, a v2 tree beside them)"
+    return "v1 (legacy)"
+
+
+def _subids(user: str) -> Check:
+    missing = []
+    for path in ("/etc/subuid", "/etc/subgid"):
+        try:
+            if not any(line.split(":")[0] == user for line in Path(path).read_text().splitlines()):
+                missing.append(path)
+        except OSError:
+            missing.append(path)
+    if missing:
+        return ("fail", "subordinate ids", f"{user} has no range in {', '.join(missing)}: rootless engines "
+                "cannot map the image's users (ask the admins: usermod --add-subuids)")
+    return ("ok", "subordinate ids", f"{user} has ranges in /etc/subuid and /etc/subgid")
+
+
+def _slurm_config() -> List[Check]:
+    if not shutil.which("scontrol"):
+        return [("fail", "slurm", "scontrol not found on PATH")]
+    out = proc.run(["scontrol", "show", "config"], check=False)
+    if not out.ok:
+        return [("fail", "slurm", f"scontrol show config failed: {out.tail(3)}")]
+    config = {}
+    for line in out.stdout.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            config[key.strip()] = value.strip()
+    checks: List[Check] = []
+    proctrack = config.get("ProctrackType", "?")
+    checks.append(("ok" if proctrack == "proctrack/cgroup" else "warn", "proctrack", proctrack +
+                   ("" if proctrack == "proctrack/cgroup" else ": containers may escape job cleanup")))
+    task = config.get("TaskPlugin", "?")
+    checks.append(("ok" if "task/cgroup" in task else "warn", "task plugin", task +
+                   ("" if "task/cgroup" in task else ": --mem is not enforced on containers")))
+    gather = config.get("JobAcctGatherType", "?")
+    note = {"jobacct_gather/linux": "counts a task's descendants: the node wrapper keeps containers below it",
+            "jobacct_gather/cgroup": "counts the job's cgroup: containers stay in it"}.get(gather, "unknown")
+    checks.append(("ok" if gather in ("jobacct_gather/linux", "jobacct_gather/cgroup") else "warn",
+                   "job accounting", f"{gather} ({note})"))
+    return checks
+
+
+def _isolation(site) -> List[Check]:
+    """What stands between a job and the node, and between users, and who enforces it."""
+    pids = site.policy.limits.pids
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+    capped = "" if hard == resource.RLIM_INFINITY or hard >= pids else f" (your hard limit {hard} is lower: it applies)"
+    return [
+        ("ok", "no new privileges", "Podman: --security-opt=no-new-privileges; Apptainer: always set by "
+         "Apptainer itself (setuid files in images gain nothing)"),
+        ("ok", "process view", "Podman: a PID namespace of its own; Apptainer: --pid (a job sees only its "
+         "own processes)"),
+        ("ok", "process limit", f"policy.limits.pids = {pids}{capped}, applied by stardock as RLIMIT_NPROC of "
+         "the container (the kernel counts, per user namespace: Podman's is shared by the user's containers "
+         "on a node, Apptainer's is the job's own); Slurm 22.05's cgroup plugins limit memory and cores, "
+         "not processes"),
+        ("ok", "mounts", "resolved and checked at submission, walked again without following links on the "
+         "node, and proven in the container (same device and inode as checked) before the job runs"),
+        ("ok", "outputs and records", "0700 directories of yours, on paths no other user can replace"),
+    ]
+
+
+def run_doctor(site: Site) -> List[Check]:
+    """`stardock doctor`: the site check and this machine: engines, ids, cgroups, Slurm's plugins,
+    and what is enforced by whom."""
+    user = getpass.getuser()
+    checks: List[Check] = [("ok", "stardock", f"{__version__} on Python {sys.version.split()[0]} ({sys.executable})"),
+                           ("ok", "cgroups", cgroup_layout())]
+    checks += run_checks(site)
+    checks.append(_subids(user))
+    if site.engine == "podman" or shutil.which("podman"):
+        shim = data_dir("wrappers") / RUNTIME_SHIM
+        runtime = os.environ.get("STARDOCK_OCI_RUNTIME", "runc")
+        missing = [t for t in (runtime, "unshare", "mount") if not shutil.which(t)]
+        checks.append(("fail" if missing else "ok", "podman accounting",
+                       f"missing {', '.join(missing)}: jobs cannot keep containers in their cgroup" if missing else
+                       f"{shim} runs {runtime} with read-only cgroups: containers stay in the job's cgroup"))
+        if not os.access(shim, os.X_OK):
+            checks.append(("fail", "podman accounting", f"{shim} is not executable"))
+    for dev in ("/dev/fuse", "/dev/net/tun"):
+        if os.path.exists(dev) and not os.access(dev, os.R_OK | os.W_OK):
+            checks.append(("warn", dev, "not usable by you (FUSE mounts and rootless networking need it)"))
+    checks += _isolation(site)
+    checks += _slurm_config()
+    return checks
