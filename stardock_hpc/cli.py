@@ -7,7 +7,7 @@ not even load click.
 from __future__ import annotations
 
 import sys
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from stardock_hpc import __version__
 
@@ -34,7 +34,7 @@ def version_text() -> str:
     return f"stardock, version {__version__}"
 
 
-def cli():  # type: ignore[no-untyped-def]
+def cli() -> Any:
     """The click group, built on first use (click itself costs more than the whole of --version)."""
     import importlib
 

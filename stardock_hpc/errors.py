@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-EXIT_OK = 0
 EXIT_FAILED = 1  # the work itself failed (a build, a job, an engine)
 EXIT_USAGE = 2   # bad usage or input (spec, site config, option, script)
 

@@ -18,7 +18,6 @@ from stardock_hpc.errors import UsageError
 class ArchiveIdentity:
     manifest_digest: str   # sha256:...
     config_digest: str     # sha256:... (Podman's image ID after load)
-    ref_name: str          # the name recorded in the archive, if any
 
 
 def identity(path: Path) -> ArchiveIdentity:
@@ -32,9 +31,7 @@ def identity(path: Path) -> ArchiveIdentity:
             entry = manifests[0]
             algo, _, hexdigest = entry["digest"].partition(":")
             manifest = json.load(_member(tar, f"blobs/{algo}/{hexdigest}", path))
-            annotations = entry.get("annotations") or {}
-            return ArchiveIdentity(entry["digest"], manifest["config"]["digest"],
-                                   annotations.get("org.opencontainers.image.ref.name", ""))
+            return ArchiveIdentity(entry["digest"], manifest["config"]["digest"])
     except (tarfile.TarError, OSError, KeyError, ValueError) as exc:
         raise UsageError(f"{path}: not a readable OCI image archive ({exc})",
                          hint="make it with `podman save --format oci-archive -o FILE IMAGE`") from None

@@ -74,10 +74,6 @@ class BuildPlan:
     spec_digest: str
     ca_certificates: Tuple[Path, ...] = ()   # the site's extra CAs, trusted before any download
 
-    @property
-    def uses_pip(self) -> bool:
-        return bool(self.catalog_layer.pip or self.user_layer.pip)
-
     def ca_names(self) -> Tuple[str, ...]:
         """File names of the site CAs in the context and the image (update-ca-certificates
         wants *.crt)."""

@@ -82,6 +82,7 @@ def _run_streaming(args: tuple, env, cwd, timeout, on_line) -> Result:
     assert proc.stdout is not None
 
     def read() -> None:
+        assert proc.stdout is not None
         for line in proc.stdout:
             line = line.rstrip("\n")
             lines.append(line)

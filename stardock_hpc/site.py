@@ -13,7 +13,7 @@ import pwd
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from stardock_hpc import yamlfile
 from stardock_hpc.errors import UsageError
@@ -133,6 +133,10 @@ class Trust:
     groups: Tuple[str, ...] = ()
 
 
+DEFAULT_BASES = {"debian:bookworm": BaseImage("debian:bookworm", "debian",
+                                              ref="docker.io/library/debian:bookworm")}
+
+
 @dataclass(frozen=True)
 class Site:
     engine: str = "podman"
@@ -162,9 +166,6 @@ class Site:
                              f"offered: {', '.join(self.bases) or '(none)'}")
         return self.bases[chosen]
 
-
-DEFAULT_BASES = {"debian:bookworm": BaseImage("debian:bookworm", "debian",
-                                              ref="docker.io/library/debian:bookworm")}
 
 
 def _abs_path(value: str) -> None:
@@ -311,11 +312,11 @@ def parse_site(text: str, path: Path, source: str = "test") -> Site:
 
 def find_site(option: Optional[str], environ: Optional[Dict[str, str]] = None) -> Tuple[Optional[Path], str]:
     """Which site config applies, and why: --site, then $STARDOCK_SITE_CONFIG, then /etc."""
-    environ = os.environ if environ is None else environ
+    env: Mapping[str, str] = os.environ if environ is None else environ
     if option:
         return Path(option), "--site option"
-    if environ.get("STARDOCK_SITE_CONFIG"):
-        return Path(environ["STARDOCK_SITE_CONFIG"]), "$STARDOCK_SITE_CONFIG"
+    if env.get("STARDOCK_SITE_CONFIG"):
+        return Path(env["STARDOCK_SITE_CONFIG"]), "$STARDOCK_SITE_CONFIG"
     if SYSTEM_SITE.exists():
         return SYSTEM_SITE, str(SYSTEM_SITE)
     return None, "built-in defaults (no site config found)"

@@ -52,7 +52,7 @@ class _Builder:
 
     def build(self, node: yaml.Node, where: KeyPath) -> Any:
         self.lines.setdefault(where, node.start_mark.line + 1)
-        plain = {yaml.MappingNode: "tag:yaml.org,2002:map", yaml.SequenceNode: "tag:yaml.org,2002:seq"}
+        plain: Dict[type, str] = {yaml.MappingNode: "tag:yaml.org,2002:map", yaml.SequenceNode: "tag:yaml.org,2002:seq"}
         if type(node) in plain and node.tag != plain[type(node)]:
             raise UsageError(f"{self.path}:{node.start_mark.line + 1}: not valid YAML here: the tag "
                              f"{node.tag!r} is not supported")
@@ -74,6 +74,7 @@ class _Builder:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, where + (i,)) for i, item in enumerate(node.value)]
+        assert isinstance(node, yaml.ScalarNode)
         return self._scalar(node)
 
     def _scalar(self, node: yaml.ScalarNode) -> Any:

@@ -75,9 +75,6 @@ class ApptainerEngine(Engine):
         # processes (apptainer's starter counts the user's processes on the node before that).
         return {resource.RLIMIT_NPROC: (options.pids, options.pids)} if options.pids else {}
 
-    def remove(self, image: ImageRef) -> None:
-        """A SIF is only a file in the cache: nothing is loaded anywhere."""
-
 
 def _remove_quietly(path: Path) -> None:
     try:

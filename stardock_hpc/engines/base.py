@@ -77,10 +77,6 @@ class Engine(ABC):
         the container alone)."""
         return {}
 
-    @abstractmethod
-    def remove(self, image: ImageRef) -> None:
-        """Forget a locally loaded image."""
-
     def remove_run(self, name: str) -> None:
         """Remove what an interrupted run named name left behind (engines that keep state)."""
         return None

@@ -18,7 +18,6 @@ from stardock_hpc.errors import ExternalError
 from stardock_hpc.ociarchive import identity
 from stardock_hpc.site import BaseImage, base_reference
 
-LOADED_RE = re.compile(r"Loaded image(?:\(s\))?:\s*(\S+)")
 STEP_ID_RE = re.compile(r"--> (?:Using cache )?([0-9a-f]{11,64})$")
 
 
@@ -115,9 +114,6 @@ class PodmanEngine(Engine):
         if workdir:
             argv += ["--workdir", workdir]
         return argv + [image.ref, *command]
-
-    def remove(self, image: ImageRef) -> None:
-        proc.run(["podman", "rmi", "--force", image.ref], check=False)
 
     def remove_run(self, name: str) -> None:
         # `podman run --rm` removes the container itself unless it was interrupted

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, Optional, Set, Tuple
 
 
 class ShellSyntax(ValueError):
@@ -130,10 +130,10 @@ def scan(text: str) -> List[Tok]:
             while i < n and text[i] in " \t":
                 i += 1
             end = _word_end(text, i)
-            delim = unquote(text[i:end], allow_dollar=True)
-            if not delim:
+            word = unquote(text[i:end], allow_dollar=True)
+            if not word:
                 raise ShellSyntax("here-document without a delimiter")
-            heredocs.append((delim, strip))
+            heredocs.append((word, strip))
             toks.append(Tok("op", "<<", start, end))
             i = end
         else:
@@ -333,12 +333,12 @@ def dedent_script(lines: List[str]) -> List[str]:
         toks = scan(text)
     except ShellSyntax:
         return list(lines)
-    verbatim = set()
+    verbatim: Set[int] = set()
     for tok in toks:
         if tok.text == "\n" and tok.end > tok.start + 1:
             first = text.count("\n", 0, tok.start) + 1
             verbatim.update(range(first, text.count("\n", 0, tok.end - 1) + 1))
-    indents = [re.match(r"[ \t]*", line).group(0) for i, line in enumerate(lines)
+    indents = [line[:len(line) - len(line.lstrip(" \t"))] for i, line in enumerate(lines)
                if line.strip() and not line.lstrip().startswith("#") and i not in verbatim]
     prefix = indents[0] if indents else ""
     for indent in indents[1:]:

@@ -190,16 +190,17 @@ class SpecBuilder:
         """The spec as plain data, in stardock.yaml's key order; empty keys left out."""
         apt = list(dict.fromkeys(self.apt))
         apps = _matching_apps(apt, catalog)
-        covered = {p for app in apps for p in catalog.apps[app].install["debian"].apt} if catalog else set()
+        known = catalog.apps if catalog else {}
+        covered = {p for app in apps for p in known[app].install["debian"].apt}
         for app in apps:
-            self.notes.append(f"apt packages {', '.join(catalog.apps[app].install['debian'].apt)} "
+            self.notes.append(f"apt packages {', '.join(known[app].install['debian'].apt)} "
                               f"-> catalog app {app}")
         apt = [p for p in apt if p not in covered]
         for app, missing in _partial_apps(apt, catalog, apps):
-            self.notes.append(f"apt package {catalog.apps[app].install['debian'].apt[0]} is in catalog app "
+            self.notes.append(f"apt package {known[app].install['debian'].apt[0]} is in catalog app "
                               f"{app}, which also installs {', '.join(missing)}: consider apps: [{app}]")
         pip = list(dict.fromkeys(self.pip))
-        with_venv = bool(pip) or any(catalog.apps[a].install["debian"].pip for a in apps)
+        with_venv = bool(pip) or any(known[a].install["debian"].pip for a in apps)
         path = (f"{VENV}/bin:" if with_venv else "") + BASE_PATH
         env = {k: v.replace(PATH_MARK, path) for k, v in self.env.items()}
         packages = {k: v for k, v in (("apt", apt), ("pip", pip)) if v}

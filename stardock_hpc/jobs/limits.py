@@ -16,7 +16,8 @@ from stardock_hpc.slurm.values import mem_mb, minutes
 def check_limits(options: List[Option], limits: Limits, source: str) -> None:
     """options: the job's sbatch options in sbatch's order of precedence (later wins)."""
     last: Dict[str, Optional[str]] = {o.name: o.value for o in options}
-    cpus = int(last["cpus-per-task"]) if last.get("cpus-per-task") else 1
+    cpus_text = last.get("cpus-per-task")
+    cpus = int(cpus_text) if cpus_text else 1
     if limits.cpus is not None and cpus > limits.cpus:
         raise UsageError(f"--cpus-per-task={cpus} is more than this site allows for container jobs "
                          f"({limits.cpus}, policy.limits.cpus in {source})")

@@ -119,7 +119,7 @@ def parse_mount(text: str, site: Site, user: str) -> VolumeMount:
 
 def parse_mounts(texts: Sequence[str], site: Site, user: str) -> List[VolumeMount]:
     mounts = [parse_mount(t, site, user) for t in texts]
-    seen = {}
+    seen: Dict[str, str] = {}
     for m in mounts:
         if m.target in seen:
             raise UsageError(f"--mount {m.request!r} and --mount {seen[m.target]!r} both land on {m.target}")

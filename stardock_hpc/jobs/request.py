@@ -36,9 +36,6 @@ class SubmitRequest:
     script: Optional[Script] = None
     args: List[str] = field(default_factory=list)
 
-    def sbatch_tokens(self) -> List[str]:
-        return [t for opt in self.sbatch for t in opt.tokens]
-
     def all_sbatch(self) -> List[Option]:
         """Directives first, then the command line, which wins (as with sbatch)."""
         assert self.script is not None

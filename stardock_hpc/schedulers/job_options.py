@@ -157,7 +157,7 @@ RULES: Dict[str, Rule] = {
     "gpu-bind": same("gpu_binding"),
     "gpu-freq": rest_only("gpu_frequency"),
     "gpus": same("gpus"),
-    "gpus-per-node": rest_only("gpus_per_node", "pyslurm takes GPUs per node through gres_per_node"),
+    "gpus-per-node": rest_only("gpus_per_node", py_why="pyslurm takes GPUs per node through gres_per_node"),
     "gpus-per-socket": same("gpus_per_socket"),
     "gpus-per-task": same("gpus_per_task"),
     "gres": same("gres", pyslurm="gres_per_node"),

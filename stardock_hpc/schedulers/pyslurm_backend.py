@@ -37,7 +37,7 @@ def load_pyslurm() -> Any:
                             f"{SYSTEM_SLURM_CONF} does not exist (importing pyslurm without one ends the program)",
                             hint="use --backend sbatch or rest on this machine")
     try:
-        import pyslurm  # type: ignore[import-not-found]
+        import pyslurm
     except ImportError as exc:
         raise ExternalError(f"the pyslurm backend needs pyslurm, built for this cluster's Slurm version ({exc})",
                             hint="pip install 'stardock-hpc[pyslurm]', or use --backend sbatch or rest") from None

@@ -118,7 +118,7 @@ def parse_script(text: str, path: Optional[Path], name: Optional[str] = None) ->
     for number, line in enumerate(lines[1:end], start=2):
         stripped = line.strip()
         script.header.append(line)
-        for prefix, into in (("#SBATCH", script.sbatch_lines), ("#STARDOCK", script.stardock_tokens)):
+        for prefix in ("#SBATCH", "#STARDOCK"):
             if stripped.startswith(prefix) and stripped[len(prefix):len(prefix) + 1] in (" ", "\t"):
                 where = f"{name or path}:{number}"
                 try:
@@ -126,7 +126,7 @@ def parse_script(text: str, path: Optional[Path], name: Optional[str] = None) ->
                 except ValueError as exc:
                     raise UsageError(f"{where}: cannot read the {prefix} line: {exc}") from None
                 if prefix == "#SBATCH":
-                    into.append((number, parse_options(tokens, where)))
+                    script.sbatch_lines.append((number, parse_options(tokens, where)))
                 else:
-                    into.append((number, tokens))
+                    script.stardock_tokens.append((number, tokens))
     return script

@@ -1,4 +1,4 @@
-"""The tree stays ruff-clean (the style rules in DESIGN.md)."""
+"""The tree stays ruff-clean and mypy-clean (the style rules in DESIGN.md)."""
 import importlib.util
 import subprocess
 import sys
@@ -14,4 +14,12 @@ def test_ruff_is_clean():
         pytest.skip("ruff is not installed (pip install .[test])")
     out = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", str(REPO)],
                          capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_mypy_is_clean():
+    if importlib.util.find_spec("mypy") is None:
+        pytest.skip("mypy is not installed (pip install .[test])")
+    out = subprocess.run([sys.executable, "-m", "mypy", "--no-incremental", "--cache-dir", "/dev/null",
+                          str(REPO / "stardock_hpc")], capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stdout + out.stderr

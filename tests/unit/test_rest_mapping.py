@@ -47,6 +47,13 @@ def test_every_sbatch_option_has_a_rule_or_is_the_submitting_commands_own():
         assert name in LONG, var
 
 
+def test_every_rule_converts_a_value_for_each_backend_that_carries_it():
+    """A rule's converters are callables (mypy found --gpus-per-node's REST converter was a string)."""
+    for name, rule in jo.RULES.items():
+        assert callable(rule.conv) and (rule.py_conv is None or callable(rule.py_conv)), name
+    assert jo.describe(parse_options(["--gpus-per-node=2"], "t"), CTX, "rest") == {"gpus_per_node": "2"}
+
+
 @pytest.mark.parametrize("value, expected", [
     ("10", 10), ("0", 0), ("10:30", 11), ("10:00", 10), ("1:00:00", 60), ("1:00:01", 61), ("2-0", 2880),
     ("1-2", 1560), ("1-2:03", 1563), ("1-2:03:04", 1564), ("UNLIMITED", "UNLIMITED"), ("infinite", "UNLIMITED"),
