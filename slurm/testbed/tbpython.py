@@ -73,7 +73,15 @@ def install_venv() -> bool:
     return True
 
 
+def compile_bytecode() -> None:
+    """Byte-compile the mirror as root, as an installed package would be: the test users cannot
+    write __pycache__ there, and would otherwise compile every module at every start."""
+    run([str(VENV / "bin" / "python"), "-m", "compileall", "-q", str(SRC / "stardock_hpc")], capture=True)
+
+
 def up() -> bool:
     changed = sync_source()
     changed |= install_venv()
+    if changed:
+        compile_bytecode()
     return changed
