@@ -16,7 +16,7 @@ from pathlib import Path
 from stardock_hpc.errors import UsageError
 from stardock_hpc.ociarchive import identity
 from stardock_hpc.plan import BuildPlan
-from stardock_hpc.render.common import build_script
+from stardock_hpc.render.common import run_script
 from stardock_hpc.site import BaseImage
 
 KEY_FORMAT = "stardock-cache-key/1"
@@ -76,9 +76,9 @@ def cache_key(plan: BuildPlan, engine: str, definition: str) -> str:
     _feed(h, "definition", definition.encode())
     _feed(h, "base", base_digest(plan.base).encode())
     _feed(h, "spec", plan.spec_yaml.encode())
-    if plan.build_script is not None:
-        _feed(h, "build", build_script(plan).encode())
-    for f in plan.files:
+    for run in plan.runs:
+        _feed(h, "build", run_script(run).encode())
+    for f in plan.all_files:
         _feed(h, f"file {f.index} {f.kind}", tree_digest(f.source).encode())
     for name, cert in zip(plan.ca_names(), plan.ca_certificates):
         _feed(h, f"ca {name}", tree_digest(cert).encode())

@@ -4,7 +4,8 @@ Layout (the renderers refer to these paths):
     Containerfile, apptainer.def
     files/<i>               the spec's files: entries, copied (symbolic links kept as links)
     .stardock/spec.yaml     the canonical spec (provenance)
-    .stardock/build.sh      the spec's build steps, when it has any
+    .stardock/build.sh      the spec's build steps, when it has any (build-2.sh... for the shell
+                            runs after a packages or files item of build:)
     .stardock/ca/<i>-<name>.crt   the site's CA certificates, when it lists any
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from stardock_hpc.errors import UsageError
 from stardock_hpc.plan import CONTEXT_CA, CONTEXT_SPEC, BuildPlan
 from stardock_hpc.render import render_apptainer, render_containerfile
-from stardock_hpc.render.common import BUILD_SCRIPT, build_script
+from stardock_hpc.render.common import run_script
 
 CONTAINERFILE = "Containerfile"
 APPTAINER_DEF = "apptainer.def"
@@ -25,7 +26,7 @@ APPTAINER_DEF = "apptainer.def"
 def write_context(plan: BuildPlan, directory: Path) -> Path:
     """Fill `directory` (which must be empty or absent) and return it."""
     directory.mkdir(parents=True, exist_ok=True)
-    for f in plan.files:
+    for f in plan.all_files:
         target = directory / f.context_path
         target.parent.mkdir(parents=True, exist_ok=True)
         if f.kind == "dir":
@@ -43,8 +44,8 @@ def write_context(plan: BuildPlan, directory: Path) -> Path:
             except OSError as exc:
                 raise UsageError(f"site config: ca_certificates: cannot read {source}: "
                                  f"{exc.strerror}") from None
-    if plan.build_script is not None:
-        (directory / BUILD_SCRIPT).write_text(build_script(plan))
+    for run in plan.runs:
+        (directory / run.context_path).write_text(run_script(run))
     (directory / CONTAINERFILE).write_text(render_containerfile(plan))
     (directory / APPTAINER_DEF).write_text(render_apptainer(plan))
     # engines read the context as the building user; keep it readable whatever the umask

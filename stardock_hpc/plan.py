@@ -2,14 +2,14 @@
 needs, decided once, so that the Apptainer and Containerfile renderers cannot disagree.
 
 Layer order (stable, so a change late in the spec reuses the layers before it):
-base -> catalog apps' packages -> the user's packages -> files -> the user's build steps
--> provenance.
+base -> catalog apps' packages -> the user's packages -> files -> the user's build items, in
+their order (shell runs, packages and files at their point) -> provenance.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 import yaml
 
@@ -17,7 +17,7 @@ from stardock_hpc import __version__
 from stardock_hpc.catalog import App, Catalog
 from stardock_hpc.errors import UsageError
 from stardock_hpc.site import BaseImage, Site
-from stardock_hpc.spec import Environment
+from stardock_hpc.spec import AptStep, Environment, PipStep
 
 VENV = "/opt/stardock/venv"
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -53,9 +53,36 @@ class Layer:
     apt: Tuple[str, ...] = ()
     pip: Tuple[str, ...] = ()
     steps: Tuple[str, ...] = ()
+    recommends: bool = False      # apt installs recommended packages too
 
     def __bool__(self) -> bool:
         return bool(self.apt or self.pip or self.steps)
+
+
+@dataclass(frozen=True)
+class ShellRun:
+    """Consecutive shell steps of build: (one script run in one bash shell)."""
+
+    index: int                    # 0 for the first run of the spec, 1 for the next...
+    steps: Tuple[str, ...]
+
+    @property
+    def context_path(self) -> str:
+        return ".stardock/build.sh" if self.index == 0 else f".stardock/build-{self.index + 1}.sh"
+
+    @property
+    def image_path(self) -> str:
+        return "/" + self.context_path
+
+
+@dataclass(frozen=True)
+class FilesPlaced:
+    """A files: item of build: (copied at that point)."""
+
+    files: Tuple[PlannedFile, ...]
+
+
+PlanItem = Union[ShellRun, Layer, FilesPlaced]
 
 
 @dataclass(frozen=True)
@@ -66,13 +93,22 @@ class BuildPlan:
     catalog_layer: Layer
     user_layer: Layer
     files: Tuple[PlannedFile, ...]
-    build_script: Optional[str]
+    build: Tuple[PlanItem, ...]  # the spec's build items, in order
     env: Dict[str, str]          # everything exported at build and run time, in order
     command: Optional[Tuple[str, ...]]
     labels: Dict[str, str]
     spec_yaml: str               # the canonical spec, embedded as /.stardock/spec.yaml
     spec_digest: str
     ca_certificates: Tuple[Path, ...] = ()   # the site's extra CAs, trusted before any download
+
+    @property
+    def runs(self) -> Tuple[ShellRun, ...]:
+        return tuple(item for item in self.build if isinstance(item, ShellRun))
+
+    @property
+    def all_files(self) -> Tuple[PlannedFile, ...]:
+        """files: and the files: items of build:, each under its own context path."""
+        return self.files + tuple(f for item in self.build if isinstance(item, FilesPlaced) for f in item.files)
 
     def ca_names(self) -> Tuple[str, ...]:
         """File names of the site CAs in the context and the image (update-ca-certificates
@@ -85,11 +121,47 @@ def canonical_yaml(env: Environment) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100)
 
 
-def _layer(comment: str, apt: List[str], pip: List[str], steps: List[str], already: Tuple[str, ...]) -> Layer:
+def _layer(comment: str, apt: List[str], pip: List[str], steps: List[str], already: Tuple[str, ...],
+           recommends: bool = False) -> Layer:
     apt_all = list(dict.fromkeys(apt))
     if pip:
         apt_all += [p for p in PIP_NEEDS if p not in apt_all and p not in already]
-    return Layer(comment, tuple(apt_all), tuple(dict.fromkeys(pip)), tuple(steps))
+    return Layer(comment, tuple(apt_all), tuple(dict.fromkeys(pip)), tuple(steps), recommends)
+
+
+def _build_items(env: Environment, installed: Tuple[str, ...], first_file: int) -> Tuple[PlanItem, ...]:
+    """The build: items in order: consecutive shell steps as one run, packages and files as
+    their own layers."""
+    items: List[PlanItem] = []
+    shell: List[str] = []
+    runs = 0
+    index = first_file
+
+    def flush() -> None:
+        nonlocal shell, runs
+        if shell:
+            items.append(ShellRun(runs, tuple(shell)))
+            runs += 1
+            shell = []
+
+    for n, item in enumerate(env.build):
+        if isinstance(item, str):
+            shell.append(item)
+            continue
+        flush()
+        if isinstance(item, AptStep):
+            items.append(_layer(f"build item {n + 1}: apt", list(item.packages), [], [], installed, item.recommends))
+            installed += item.packages
+        elif isinstance(item, PipStep):
+            layer = _layer(f"build item {n + 1}: pip", [], list(item.requirements), [], installed)
+            installed += layer.apt
+            items.append(layer)
+        else:
+            placed = tuple(_planned_file(index + j, f.source, f.dest) for j, f in enumerate(item.files))
+            index += len(placed)
+            items.append(FilesPlaced(placed))
+    flush()
+    return tuple(items)
 
 
 def _planned_file(index: int, source: Path, dest: str) -> PlannedFile:
@@ -100,11 +172,11 @@ def _planned_file(index: int, source: Path, dest: str) -> PlannedFile:
 
 
 def _check_policy(env: Environment, site: Site) -> None:
-    if env.build and not site.policy.custom_build:
+    if any(isinstance(item, str) for item in env.build) and not site.policy.custom_build:
         raise UsageError(f"{env.path}: build: this site does not allow custom build steps "
                          f"(policy.custom_build is false in {site.source})",
                          hint="use apps and packages, or ask the site's admins to add an app")
-    if env.packages.pip and not site.policy.pip:
+    if (env.packages.pip or any(isinstance(item, PipStep) for item in env.build)) and not site.policy.pip:
         raise UsageError(f"{env.path}: packages.pip: this site does not allow installing from PyPI "
                          f"(policy.pip is false in {site.source})")
 
@@ -121,7 +193,9 @@ def resolve(env: Environment, site: Site, catalog: Catalog) -> BuildPlan:
     user_layer = _layer("the spec's packages", list(env.packages.apt), list(env.packages.pip), [],
                         catalog_layer.apt)
     files = tuple(_planned_file(i, f.source, f.dest) for i, f in enumerate(env.files))
-    path = (f"{VENV}/bin:" if catalog_layer.pip or user_layer.pip else "") + BASE_PATH
+    build = _build_items(env, catalog_layer.apt + user_layer.apt, len(files))
+    uses_pip = catalog_layer.pip or user_layer.pip or any(isinstance(i, Layer) and i.pip for i in build)
+    path = (f"{VENV}/bin:" if uses_pip else "") + BASE_PATH
     merged: Dict[str, str] = {"PATH": path, "STARDOCK_ENVIRONMENT": env.name}
     for app in apps:
         merged.update(app.env)
@@ -135,8 +209,7 @@ def resolve(env: Environment, site: Site, catalog: Catalog) -> BuildPlan:
     })
     if apps:
         labels[f"{LABEL_PREFIX}apps"] = ",".join(a.name for a in apps)
-    script = "\n".join(env.build) if env.build else None
     return BuildPlan(
         name=env.name, base=base, apps=apps, catalog_layer=catalog_layer, user_layer=user_layer,
-        files=files, build_script=script, env=merged, command=env.command, labels=labels,
+        files=files, build=build, env=merged, command=env.command, labels=labels,
         spec_yaml=canonical_yaml(env), spec_digest=env.digest(), ca_certificates=site.ca_certificates)

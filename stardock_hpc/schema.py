@@ -221,11 +221,13 @@ class Obj(Type):
     """A mapping with a fixed set of keys; `make` turns the validated dict into the model type."""
 
     def __init__(self, keys: Mapping[str, Key], description: str = "", *,
-                 make: Optional[Callable[..., Any]] = None, title: str = "") -> None:
+                 make: Optional[Callable[..., Any]] = None, title: str = "",
+                 one_of: Tuple[str, ...] = ()) -> None:
         self.keys = dict(keys)
         self.description = description
         self.make = make
         self.title = title
+        self.one_of = one_of            # exactly one of these keys must be given
 
     def validate(self, value: Any, path: KeyPath, ctx: Context) -> Any:
         if value is None and not any(k.required for k in self.keys.values()):
@@ -239,6 +241,8 @@ class Obj(Type):
                 where = "at the top level" if not path else f"in {format_path(path)}"
                 raise ctx.fail(path + (key,), f"unknown key {key!r} {where}; allowed keys: "
                                f"{allowed}" + _did_you_mean(str(key), self.keys))
+        if self.one_of and sum(k in value for k in self.one_of) != 1:
+            raise ctx.fail(path, f"give exactly one of {', '.join(self.one_of)} here")
         out = {}
         for name, key in self.keys.items():
             if name in value:
@@ -258,6 +262,8 @@ class Obj(Type):
         required = [name for name, key in self.keys.items() if key.required]
         if required:
             schema["required"] = required
+        if self.one_of:
+            schema["oneOf"] = [{"required": [name]} for name in self.one_of]
         if self.title:
             schema["title"] = self.title
         return self._with_doc(schema)

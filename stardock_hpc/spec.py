@@ -11,11 +11,12 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import Any, Dict, Iterable, Optional, Tuple, Union
 
 from stardock_hpc import yamlfile
 from stardock_hpc.errors import UsageError
 from stardock_hpc.schema import (
+    Bool,
     Context,
     Either,
     Invalid,
@@ -59,6 +60,39 @@ class Packages:
     pip: Tuple[str, ...] = ()
 
 
+# An item of `build:` is a shell step, or packages or files at that point of the build (so an
+# imported recipe keeps its order: a package from a repository an earlier step added, a file
+# copied into a directory an earlier step made).
+@dataclass(frozen=True)
+class AptStep:
+    packages: Tuple[str, ...]
+    recommends: bool = False      # with the recommended packages too (apt's default; not stardock's)
+
+
+@dataclass(frozen=True)
+class PipStep:
+    requirements: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FilesStep:
+    files: Tuple[FileCopy, ...]
+
+
+BuildItem = Union[str, AptStep, PipStep, FilesStep]
+
+
+def item_data(item: BuildItem) -> Any:
+    """A build item as plain data (its form in the spec)."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, AptStep):
+        return {"apt": list(item.packages), **({"recommends": True} if item.recommends else {})}
+    if isinstance(item, PipStep):
+        return {"pip": list(item.requirements)}
+    return {"files": [{"src": f.src, "dest": f.dest} for f in item.files]}
+
+
 @dataclass(frozen=True)
 class Environment:
     name: str
@@ -66,7 +100,7 @@ class Environment:
     apps: Tuple[str, ...]
     packages: Packages
     files: Tuple[FileCopy, ...]
-    build: Tuple[str, ...]
+    build: Tuple[BuildItem, ...]
     env: Dict[str, str]
     command: Optional[Tuple[str, ...]]
     labels: Dict[str, str]
@@ -80,7 +114,7 @@ class Environment:
             "apps": list(self.apps),
             "packages": {"apt": list(self.packages.apt), "pip": list(self.packages.pip)},
             "files": [{"src": f.src, "dest": f.dest} for f in self.files],
-            "build": list(self.build),
+            "build": [item_data(item) for item in self.build],
             "env": dict(sorted(self.env.items())),
             "command": list(self.command) if self.command is not None else None,
             "labels": dict(sorted(self.labels.items())),
@@ -143,18 +177,16 @@ def spec_type(apps: Optional[Iterable[str]] = None, bases: Optional[Iterable[str
     catalog and the bases the site offers."""
     app_names = tuple(sorted(apps)) if apps is not None else None
     base_names = tuple(bases) if bases is not None else None
+    apt_name = Str("A Debian package, optionally pinned as name=version.", pattern=APT_RE,
+                   pattern_help="Debian package names are lowercase letters, digits, '+', '-' and '.' "
+                   "(optionally name=version)")
+    pip_requirement = Str("A PyPI requirement such as photutils==1.6.0.", pattern=PIP_RE,
+                          pattern_help="write a PyPI requirement such as 'photutils', 'photutils==1.6.0' or "
+                          "'astroquery>=0.4' (no URLs, options or markers)", check=_not_option)
     packages = Obj({
-        "apt": Key(ListOf(Str("A Debian package, optionally pinned as name=version.",
-                              pattern=APT_RE, pattern_help="Debian package names are lowercase "
-                              "letters, digits, '+', '-' and '.' (optionally name=version)"),
-                          "Extra Debian packages, installed after the apps'.", unique=True), default=()),
-        "pip": Key(ListOf(Str("A PyPI requirement such as photutils==1.6.0.", pattern=PIP_RE,
-                              pattern_help="write a PyPI requirement such as 'photutils', "
-                              "'photutils==1.6.0' or 'astroquery>=0.4' (no URLs, options or "
-                              "markers)", check=_not_option),
-                          "Python packages from PyPI, installed into the image's Python "
-                          "environment (which sees the Debian Python packages too).",
-                          unique=True), default=()),
+        "apt": Key(ListOf(apt_name, "Extra Debian packages, installed after the apps'.", unique=True), default=()),
+        "pip": Key(ListOf(pip_requirement, "Python packages from PyPI, installed into the image's Python "
+                          "environment (which sees the Debian Python packages too).", unique=True), default=()),
     }, "Packages beyond the apps'.", make=lambda apt, pip: Packages(tuple(apt), tuple(pip)))
     file_copy = Obj({
         "src": Key(Str("Path relative to the spec's directory.", check=check_file_source), required=True),
@@ -174,10 +206,21 @@ def spec_type(apps: Optional[Iterable[str]] = None, bases: Optional[Iterable[str
         "files": Key(ListOf(file_copy, "Files copied into the image before the build steps.",
                             max_items=200), default=()),
         "build": Key(Either(
-            (str, Str("A shell script (bash), run as root in the image at build time.")),
-            (list, ListOf(Str("One line of the build script.", min_len=0))),
-            description="Your own build steps, run in one bash shell (cd and variables carry "
-                        "over between lines), stopping at the first failing command."), default=()),
+            (str, Str("A shell script (bash), run as root in the image at build time: one step.")),
+            (list, ListOf(Either(
+                (str, Str("One step: a shell command (one line, or several).", min_len=0)),
+                (dict, Obj({
+                    "apt": Key(ListOf(apt_name, unique=True, min_items=1), default=None),
+                    "recommends": Key(Bool("With apt: install recommended packages too (apt's default; "
+                                           "stardock's is not to)."), default=False),
+                    "pip": Key(ListOf(pip_requirement, unique=True, min_items=1), default=None),
+                    "files": Key(ListOf(file_copy, min_items=1), default=None),
+                }, "Packages or files at this point of the build.", one_of=("apt", "pip", "files"),
+                    make=_make_step)),
+                description="A shell step, or packages or files at this point of the build."))),
+            description="Your own build steps, in order, run in one bash shell (cd and variables carry "
+                        "over between steps); each step's exit status decides, as each RUN of a "
+                        "Dockerfile does."), default=()),
         "env": Key(MapOf(Str("Value (taken literally: no $ expansion).", min_len=0, numbers=True,
                              check=_one_line("an env value")),
                          "Environment variables, set at build and run time.",
@@ -195,9 +238,19 @@ def spec_type(apps: Optional[Iterable[str]] = None, bases: Optional[Iterable[str
         make=_make_environment)
 
 
+def _make_step(apt, recommends, pip, files) -> BuildItem:
+    if apt is not None:
+        return AptStep(tuple(apt), recommends)
+    if recommends:
+        raise UsageError("recommends: goes with apt: in a build item")
+    if pip is not None:
+        return PipStep(tuple(pip))
+    return FilesStep(tuple(files))
+
+
 def _make_environment(name, base, apps, packages, files, build, env, command, labels) -> Environment:
     if isinstance(build, str):
-        build = tuple(build.splitlines()) if build.strip() else ()
+        build = (build,) if build.strip() else ()  # a script is one step
     if isinstance(command, str):
         command = ("/bin/sh", "-c", command)
     return Environment(name=name, base=base, apps=tuple(apps), packages=packages,
@@ -219,20 +272,25 @@ def _check_reserved(env: Environment, doc: yamlfile.Document) -> None:
 
 
 def _resolve_files(env: Environment, doc: yamlfile.Document) -> Environment:
+    """Every file source (files:, and files: items of build:) found inside the spec's directory."""
     ctx = Context(doc)
     spec_dir = env.path.parent.resolve()
-    resolved = []
-    for i, item in enumerate(env.files):
+
+    def resolve(item: FileCopy, where: Tuple[Any, ...]) -> FileCopy:
         source = (spec_dir / item.src).resolve()
         if source != spec_dir and spec_dir not in source.parents:
-            raise ctx.fail(("files", i, "src"), f"{item.src!r} leads outside the spec's directory "
+            raise ctx.fail(where, f"{item.src!r} leads outside the spec's directory "
                            f"({spec_dir}) through a symbolic link")
         if not source.exists():
-            raise ctx.fail(("files", i, "src"), f"{item.src!r} does not exist (looked for {source})")
+            raise ctx.fail(where, f"{item.src!r} does not exist (looked for {source})")
         if not (source.is_file() or source.is_dir()):
-            raise ctx.fail(("files", i, "src"), f"{item.src!r} is neither a file nor a directory")
-        resolved.append(FileCopy(item.src, item.dest, source))
-    return Environment(**{**env.__dict__, "files": tuple(resolved)})
+            raise ctx.fail(where, f"{item.src!r} is neither a file nor a directory")
+        return FileCopy(item.src, item.dest, source)
+
+    files = tuple(resolve(f, ("files", i, "src")) for i, f in enumerate(env.files))
+    build = tuple(FilesStep(tuple(resolve(f, ("build", i, "files", j, "src")) for j, f in enumerate(item.files)))
+                  if isinstance(item, FilesStep) else item for i, item in enumerate(env.build))
+    return Environment(**{**env.__dict__, "files": files, "build": build})
 
 
 def parse_spec(text: str, path: Path, apps: Optional[Iterable[str]] = None,

@@ -13,15 +13,17 @@ from __future__ import annotations
 import shlex
 from typing import List
 
-from stardock_hpc.plan import CONTEXT_CA, CONTEXT_SPEC, IMAGE_CA, IMAGE_SPEC, BuildPlan, PlannedFile
-from stardock_hpc.render.common import (
-    BUILD_SCRIPT,
-    IMAGE_BUILD_SCRIPT,
-    RUN_BUILD,
-    UPDATE_CA,
-    header,
-    layer_commands,
+from stardock_hpc.plan import (
+    CONTEXT_CA,
+    CONTEXT_SPEC,
+    IMAGE_CA,
+    IMAGE_SPEC,
+    BuildPlan,
+    FilesPlaced,
+    PlannedFile,
+    ShellRun,
 )
+from stardock_hpc.render.common import UPDATE_CA, header, layer_commands, run_argv
 
 STAGE = "/.stardock/files"
 INDENT = "    "
@@ -65,16 +67,15 @@ def render_apptainer(plan: BuildPlan) -> str:
     out: List[str] = header(plan, "Apptainer definition") + _bootstrap(plan)
 
     files = [f"{CONTEXT_CA}/{name} {IMAGE_CA}/{name}" for name in plan.ca_names()]
-    files += [f"files/{f.index} {STAGE}/{f.index}" for f in plan.files]
-    if plan.build_script is not None:
-        files.append(f"{BUILD_SCRIPT} {IMAGE_BUILD_SCRIPT}")
+    files += [f"files/{f.index} {STAGE}/{f.index}" for f in plan.all_files]
+    files += [f"{run.context_path} {run.image_path}" for run in plan.runs]
     files.append(f"{CONTEXT_SPEC} {IMAGE_SPEC}")
     out += _section("%files", files)
 
     exports = [f"export {k}={shlex.quote(v)}" for k, v in plan.env.items()]
     out += _section("%environment", exports)
 
-    post: List[str] = ["set -e", *_needs_nl(f.target for f in plan.files),
+    post: List[str] = ["set -e", *_needs_nl(f.target for f in plan.all_files),
                        "# %environment is not visible at build time: the same variables"]
     post += exports
     if plan.ca_certificates:
@@ -86,10 +87,18 @@ def render_apptainer(plan: BuildPlan) -> str:
         post.append("# the spec's files, placed where a Containerfile's COPY puts them")
         for f in plan.files:
             post += _place(f)
+    for item in plan.build:
+        if isinstance(item, ShellRun):
+            post.append("# the spec's build steps: one bash shell; each step's exit status decides")
+            post.append(" ".join(run_argv(item)))
+        elif isinstance(item, FilesPlaced):
+            post.append("# the spec's files, at this point of the build")
+            for f in item.files:
+                post += _place(f)
+        else:
+            post += [f"# {item.comment}"] + layer_commands(item)
+    if plan.all_files:
         post.append(f"rm -rf {STAGE}")
-    if plan.build_script is not None:
-        post.append("# the spec's build steps: one bash shell, stopping at the first failing command")
-        post.append(" ".join(RUN_BUILD))
     out += _section("%post -c /bin/bash", post)
 
     if plan.command is not None:

@@ -5,17 +5,13 @@ import shlex
 from typing import List
 
 from stardock_hpc import __version__
-from stardock_hpc.plan import VENV, BuildPlan, Layer
+from stardock_hpc.plan import VENV, BuildPlan, Layer, ShellRun
+from stardock_hpc.render.shellsteps import build_script
 
-BUILD_SCRIPT = ".stardock/build.sh"      # in the build context
-IMAGE_BUILD_SCRIPT = "/.stardock/build.sh"  # in the image (kept: provenance)
-# The user's steps run from a file in one bash shell: cd and variables carry between lines,
-# the first failing command stops the build and is named in the log.
-BUILD_SCRIPT_HEADER = (
-    "# stardock-hpc: the spec's build steps, run with bash -e in one shell\n"
-    "trap 'echo \"stardock: build step failed (exit $?): $BASH_COMMAND\" >&2' ERR\n"
-)
-RUN_BUILD = ["/bin/bash", "-e", IMAGE_BUILD_SCRIPT]
+
+def run_argv(run: ShellRun) -> List[str]:
+    """How the image runs a shell run's script (kept in the image: provenance)."""
+    return ["/bin/bash", "-e", run.image_path]
 
 
 def header(plan: BuildPlan, fmt: str) -> List[str]:
@@ -25,9 +21,9 @@ def header(plan: BuildPlan, fmt: str) -> List[str]:
     ]
 
 
-def build_script(plan: BuildPlan) -> str:
-    assert plan.build_script is not None
-    return BUILD_SCRIPT_HEADER + plan.build_script + "\n"
+def run_script(run: ShellRun) -> str:
+    """The script of a shell run: one eval per step, so each step's status decides."""
+    return build_script(run.steps)
 
 
 def layer_commands(layer: Layer) -> List[str]:
@@ -35,10 +31,11 @@ def layer_commands(layer: Layer) -> List[str]:
     package caches behind."""
     cmds: List[str] = []
     if layer.apt:
+        install = "apt-get install -y " if layer.recommends else "apt-get install -y --no-install-recommends "
         cmds += [
             "export DEBIAN_FRONTEND=noninteractive",
             "apt-get update",
-            "apt-get install -y --no-install-recommends " + " ".join(shlex.quote(p) for p in layer.apt),
+            install + " ".join(shlex.quote(p) for p in layer.apt),
             "apt-get clean",
             "rm -rf /var/lib/apt/lists/*",
         ]

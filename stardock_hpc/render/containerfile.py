@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
-from stardock_hpc.plan import CONTEXT_CA, CONTEXT_SPEC, IMAGE_CA, IMAGE_SPEC, BuildPlan, Layer
-from stardock_hpc.render.common import (
-    BUILD_SCRIPT,
-    IMAGE_BUILD_SCRIPT,
-    RUN_BUILD,
-    UPDATE_CA,
-    header,
-    layer_commands,
+from stardock_hpc.plan import (
+    CONTEXT_CA,
+    CONTEXT_SPEC,
+    IMAGE_CA,
+    IMAGE_SPEC,
+    BuildPlan,
+    FilesPlaced,
+    Layer,
+    PlannedFile,
+    ShellRun,
 )
+from stardock_hpc.render.common import UPDATE_CA, header, layer_commands, run_argv
 from stardock_hpc.site import base_reference
 
 
@@ -48,6 +51,10 @@ def _run(layer: Layer) -> List[str]:
     return [f"# {layer.comment}", "RUN " + "; \\\n    ".join(["set -e", *layer_commands(layer)])]
 
 
+def _copies(files: Sequence[PlannedFile]) -> List[str]:
+    return [f"COPY {json.dumps([f.context_path, copy_word(f.target)], ensure_ascii=False)}" for f in files]
+
+
 def render_containerfile(plan: BuildPlan) -> str:
     out: List[str] = header(plan, "Containerfile")
     out.append(f"FROM {base_reference(plan.base)}")
@@ -60,12 +67,17 @@ def render_containerfile(plan: BuildPlan) -> str:
     out += _run(plan.user_layer)
     if plan.files:
         out.append("# the spec's files")
-    for f in plan.files:
-        out.append(f"COPY {json.dumps([f.context_path, copy_word(f.target)], ensure_ascii=False)}")
-    if plan.build_script is not None:
-        out.append("# the spec's build steps: one bash shell, stopping at the first failing command")
-        out.append(f"COPY {json.dumps([BUILD_SCRIPT, IMAGE_BUILD_SCRIPT])}")
-        out.append(f"RUN {json.dumps(RUN_BUILD)}")
+    out += _copies(plan.files)
+    for item in plan.build:
+        if isinstance(item, ShellRun):
+            out.append("# the spec's build steps: one bash shell; each step's exit status decides")
+            out.append(f"COPY {json.dumps([item.context_path, item.image_path])}")
+            out.append(f"RUN {json.dumps(run_argv(item))}")
+        elif isinstance(item, FilesPlaced):
+            out.append("# the spec's files, at this point of the build")
+            out += _copies(item.files)
+        else:
+            out += _run(item)
     out.append("# provenance: the canonical spec and its hash")
     out.append(f"COPY {json.dumps([CONTEXT_SPEC, IMAGE_SPEC])}")
     out += _pairs("LABEL", plan.labels)

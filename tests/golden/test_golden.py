@@ -16,7 +16,7 @@ import yaml
 from stardock_hpc.catalog import load_catalog
 from stardock_hpc.plan import resolve
 from stardock_hpc.render import render_apptainer, render_containerfile
-from stardock_hpc.render.common import build_script
+from stardock_hpc.render.common import run_script
 from stardock_hpc.site import parse_site, site_json_schema
 from stardock_hpc.spec import load_spec, spec_json_schema, spec_type
 
@@ -31,8 +31,8 @@ def outputs(case: str) -> dict:
     plan = resolve(env, site, catalog)
     out = {"Containerfile": render_containerfile(plan), "apptainer.def": render_apptainer(plan),
            "spec.yaml": plan.spec_yaml}
-    if plan.build_script is not None:
-        out["build.sh"] = build_script(plan)
+    for run in plan.runs:
+        out[run.context_path.split("/")[-1]] = run_script(run)
     return out
 
 

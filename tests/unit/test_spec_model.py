@@ -22,9 +22,9 @@ def test_minimal_spec_has_empty_defaults(tmp_path):
     assert env.packages.apt == () and env.packages.pip == ()
 
 
-def test_build_string_becomes_lines_and_command_string_runs_in_sh(tmp_path):
+def test_build_string_is_one_step_and_command_string_runs_in_sh(tmp_path):
     env = spec(tmp_path, "name: a\nbuild: |\n  cd /opt\n  make\ncommand: run --fast\n")
-    assert env.build == ("cd /opt", "make")
+    assert env.build == ("cd /opt\nmake\n",)  # a script is one step: its exit status decides
     assert env.command == ("/bin/sh", "-c", "run --fast")
 
 

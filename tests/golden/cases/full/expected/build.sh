@@ -1,4 +1,7 @@
-# stardock-hpc: the spec's build steps, run with bash -e in one shell
-trap 'echo "stardock: build step failed (exit $?): $BASH_COMMAND" >&2' ERR
-cd /opt/pipeline
-python3 -m compileall -q .
+# stardock-hpc: the spec's build steps, in one bash shell (cd and variables carry over);
+# each step runs through eval, so its own exit status stops the build, as a RUN's does
+trap 'echo "stardock: build step failed (exit $?): $stardock_step" >&2' ERR
+stardock_step='cd /opt/pipeline'
+eval 'cd /opt/pipeline'
+stardock_step='python3 -m compileall -q .'
+eval 'python3 -m compileall -q .'

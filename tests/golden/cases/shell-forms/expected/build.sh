@@ -1,5 +1,8 @@
-# stardock-hpc: the spec's build steps, run with bash -e in one shell
-trap 'echo "stardock: build step failed (exit $?): $BASH_COMMAND" >&2' ERR
-mkdir -p /opt/out
+# stardock-hpc: the spec's build steps, in one bash shell (cd and variables carry over);
+# each step runs through eval, so its own exit status stops the build, as a RUN's does
+trap 'echo "stardock: build step failed (exit $?): $stardock_step" >&2' ERR
+stardock_step='mkdir -p /opt/out ...'
+eval 'mkdir -p /opt/out
 cd /opt/out
 for i in 1 2 3; do echo "$i" >> counted; done
+'
