@@ -28,6 +28,7 @@ class Launch:
     script: str                # the batch script, run inside the container
     script_name: str
     pass_env: List[str] = field(default_factory=list)
+    export_env: List[str] = field(default_factory=list)   # the variables the job's --export names
     runtime_shim: Optional[str] = None
     command: Optional[List[str]] = None   # run this instead of the script (stardock shell)
     interactive: bool = False             # a terminal session (srun --pty)

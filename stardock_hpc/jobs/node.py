@@ -145,8 +145,12 @@ def process_exists(pid: int) -> bool:
 
 
 def container_env(launch: Launch, environ: Dict[str, str], user: str, output_target: str) -> Dict[str, str]:
+    """The script's environment: Slurm's SLURM_* variables, a few named ones, what --export names
+    (as under plain sbatch: Slurm put them in the job's environment with the values it chose) and
+    what --pass-env names; never the rest of the login session, which --export=ALL brings along.
+    stardock's own variables (HOME, USER, LOGNAME, STARDOCK_*) are set last and win."""
     env = {k: v for k, v in environ.items() if k.startswith("SLURM_")}
-    for name in (*PASSED, *launch.pass_env):
+    for name in (*PASSED, *launch.export_env, *launch.pass_env):
         if name in environ:
             env[name] = environ[name]
     env.update(HOME="/tmp", USER=user, LOGNAME=user, STARDOCK_OUTPUT=output_target,

@@ -5,15 +5,18 @@ sbatch's rules are followed: options end at the first word that is not an option
 everything after it belongs to the script. Directives are read from the comment block at the top
 of the script and stop at its first command. stardock's option names collide with none of
 sbatch's (nor with an abbreviation of one). The script itself is read by slurm/script.py.
+
+What --export names is also what the script in the container gets (besides Slurm's own
+variables and --pass-env): export_names() reads the --export that sbatch uses, with its precedence.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Mapping, Optional, Sequence, Tuple
 
 from stardock_hpc.errors import UsageError
-from stardock_hpc.slurm.options import Option, take_option
+from stardock_hpc.slurm.options import Option, take_options
 from stardock_hpc.slurm.script import Script, read_script, wrap_script
 
 # stardock's options in `stardock sbatch`, with whether they take a value.
@@ -43,6 +46,50 @@ class SubmitRequest:
 
     def has(self, name: str) -> bool:
         return any(o.name == name for o in self.all_sbatch())
+
+    def export_value(self, environ: Mapping[str, str]) -> Optional[str]:
+        """The --export sbatch uses: the last one on the command line, else $SBATCH_EXPORT, else the
+        last #SBATCH one (sbatch reads the script, then its environment, then the command line)."""
+        assert self.script is not None
+        given = [o.value for o in self.sbatch if o.name == "export"]
+        if given:
+            return given[-1]
+        if "SBATCH_EXPORT" in environ:
+            return environ["SBATCH_EXPORT"]
+        given = [o.value for _line, opts in self.script.sbatch_lines for o in opts if o.name == "export"]
+        return given[-1] if given else None
+
+
+def export_names(value: Optional[str]) -> List[str]:
+    """The variables an --export value names, in order: FOO in FOO, FOO=bar and ALL,FOO=bar.
+    Read as sbatch 22.05 does (src/common/env.c env_merge_filter): NONE and ALL alone name none;
+    otherwise the list is split at commas outside quotes (find_quote_token), a word quoted whole
+    loses its quotes, and the word ALL stands for the whole environment, not for a variable."""
+    if value is None or value.upper() in ("ALL", "NONE"):
+        return []
+    names: List[str] = []
+    for word in _quote_split(value):
+        if len(word) >= 2 and word[0] in "'\"" and word[-1] == word[0]:
+            word = word[1:-1]
+        name = word.split("=", 1)[0]
+        if name and word.upper() != "ALL" and name not in names:
+            names.append(name)
+    return names
+
+
+def _quote_split(value: str) -> List[str]:
+    """value split at the commas outside '...' and "..." (a quote left open runs to the end)."""
+    words, word, quote = [], "", ""
+    for c in value:
+        if c == "," and not quote:
+            words.append(word)
+            word = ""
+            continue
+        if c in "'\"":
+            quote = "" if quote == c else (quote or c)
+        word += c
+    words.append(word)
+    return [w for w in words if w]
 
 
 def _own(req: SubmitRequest, name: str, value: Optional[str], base: Path) -> None:
@@ -94,11 +141,12 @@ def parse_command_line(argv: Sequence[str], cwd: Path) -> SubmitRequest:
                 _own(req, own[0], own[1], cwd)
                 i = nxt
                 continue
-        opt, i = take_option(argv, i, "stardock sbatch")
-        if opt.name == "wrap":
-            wrap = opt.value
-        else:
-            req.sbatch.append(opt)
+        opts, i = take_options(argv, i, "stardock sbatch")
+        for opt in opts:
+            if opt.name == "wrap":
+                wrap = opt.value
+            else:
+                req.sbatch.append(opt)
     rest = list(argv[i:])
     if wrap is not None:
         if rest:

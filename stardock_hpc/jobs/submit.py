@@ -8,7 +8,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 from stardock_hpc.cache import Cache, Entry, image_tag
 from stardock_hpc.engines import get_engine
@@ -17,7 +17,7 @@ from stardock_hpc.jobs.launch import Launch
 from stardock_hpc.jobs.limits import check_limits
 from stardock_hpc.jobs.mounts import VolumeMount, parse_mounts
 from stardock_hpc.jobs.records import RecordStore
-from stardock_hpc.jobs.request import SubmitRequest
+from stardock_hpc.jobs.request import SubmitRequest, export_names
 from stardock_hpc.jobs.script import render_job_script
 from stardock_hpc.jobs.userdirs import private_dir
 from stardock_hpc.resources import data_dir
@@ -68,10 +68,14 @@ def choose_image(req: SubmitRequest, site: Site, engine_name: Optional[str],
 def prepare(req: SubmitRequest, site: Site,
             on_line: Optional[Callable[[str], None]] = None,
             say: Optional[Callable[[str], None]] = None, command: Optional[List[str]] = None,
-            interactive: bool = False) -> Prepared:
+            interactive: bool = False, environ: Optional[Mapping[str, str]] = None) -> Prepared:
     """on_line: the build's output, line by line; say: stardock's own messages (a wait for a lock).
-    command: run it instead of the script, interactive: on a terminal (stardock shell)."""
+    command: run it instead of the script, interactive: on a terminal (stardock shell).
+    environ: the environment sbatch will get (its $SBATCH_EXPORT counts); default, this process's."""
     assert req.script is not None
+    # the variables --export names reach the script in the container too, as under plain sbatch;
+    # stardock shell runs srun, which reads no #SBATCH line nor $SBATCH_EXPORT
+    exported = [] if interactive else export_names(req.export_value(os.environ if environ is None else environ))
     user = getpass.getuser()
     check_limits(req.all_sbatch(), site.policy.limits, site.source)
     mounts = parse_mounts(req.mounts, site, user)
@@ -85,7 +89,8 @@ def prepare(req: SubmitRequest, site: Site,
         tag=entry.meta.get("image_tag") or image_tag(entry.meta.get("name", "image"), entry.key),
         mounts=mounts, outputs=site.outputs, records=site.records,
         mount_root=site.mount_root, network=site.policy.network, script=req.script.text,
-        script_name=str(req.script.path or "--wrap"), pass_env=list(req.pass_env), runtime_shim=shim,
+        script_name=str(req.script.path or "--wrap"), pass_env=list(req.pass_env), export_env=exported,
+        runtime_shim=shim,
         pids=site.policy.limits.pids, entry_owner=entry.owner, artifact_sha256=entry.meta["artifact_sha256"],
         command=command, interactive=interactive)
     return Prepared(entry, entry.engine, mounts, launch, render_job_script(req.script, launch), built,

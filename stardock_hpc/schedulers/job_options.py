@@ -135,6 +135,8 @@ RULES: Dict[str, Rule] = {
     "comment": same("comment"),
     "constraint": same("constraints"),
     "container": same("container"),
+    "context": neither("an SELinux context is set by sbatch on the submit host; slurmrestd 22.05 and "
+                       "JobSubmitDescription carry none"),
     "contiguous": py_only("requires_contiguous_nodes", DISABLED, const(True)),
     "core-spec": same("core_specification", integer, pyslurm="cores_reserved_for_system"),
     "cores-per-socket": same("cores_per_socket", integer),
@@ -191,6 +193,7 @@ RULES: Dict[str, Rule] = {
     "ntasks": same("tasks", integer, pyslurm="ntasks"),
     "ntasks-per-core": same("tasks_per_core", integer, pyslurm="ntasks_per_core"),
     "ntasks-per-gpu": same("ntasks_per_gpu", integer),
+    "ntasks-per-tres": neither("slurmrestd 22.05 has no such field", NO_ATTR),
     "ntasks-per-node": same("tasks_per_node", integer, pyslurm="ntasks_per_node"),
     "ntasks-per-socket": same("tasks_per_socket", integer, pyslurm="ntasks_per_socket"),
     "open-mode": same("open_mode", pyslurm="log_files_open_mode"),
