@@ -21,6 +21,7 @@ HEADER = (
     "# stardock-hpc: the spec's build steps, in one bash shell (cd and variables carry over);\n"
     "# each step runs through eval, so its own exit status stops the build, as a RUN's does\n"
     "trap 'echo \"stardock: build step failed (exit $?): $stardock_step\" >&2' ERR\n"
+    "cd /  # where a Containerfile's RUN starts; so do the runs of both engines\n"
 )
 OPENERS = {"if": "fi", "case": "esac", "do": "done", "{": "}"}
 CLOSERS = {"fi", "esac", "done", "}"}

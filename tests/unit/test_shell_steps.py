@@ -67,7 +67,7 @@ def test_a_failure_inside_an_and_list_fails_the_build(tmp_path):
 
 def test_state_carries_and_constructs_over_items_still_run(tmp_path):
     (tmp_path / "sub").mkdir()
-    out = run(["cd sub", "x=5", "for i in 1 2; do", "  echo \"$i $x $(basename $PWD)\"", "done",
+    out = run([f"cd {tmp_path}/sub", "x=5", "for i in 1 2; do", "  echo \"$i $x $(basename $PWD)\"", "done",
                "cat <<EOF", "heredoc $x", "EOF"], tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout == "1 5 sub\n2 5 sub\nheredoc 5\n"
@@ -77,6 +77,11 @@ def test_a_failing_command_in_a_multi_line_step_is_named(tmp_path):
     out = run(["if true; then\n  ls /nonexistent-dir\nfi", "echo after"], tmp_path)
     assert out.returncode != 0 and "after" not in out.stdout
     assert "stardock: build step failed (exit 2): if true; then ..." in out.stderr
+
+
+def test_every_run_starts_at_the_root_as_a_containerfile_run_does(tmp_path):
+    out = run(["pwd"], tmp_path)
+    assert out.returncode == 0 and out.stdout == "/\n"
 
 
 def test_hostile_step_text_stays_literal(tmp_path):
