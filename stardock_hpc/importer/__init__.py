@@ -11,9 +11,11 @@ lines from %post (here-documents, Python snippets), writes %runscript and %test 
 as `echo ... >> /entrypoint.sh` lines, drops %setup, files %help, %startscript and %app* as
 comments, refuses non-docker Bootstrap types, keeps quotes in %environment values and drops its
 non-assignment lines without a word. So the recipe is read here: recipe reads the file and
-picks the format; docker and definition read the two formats (on what base shares); shell and
-words read the shell text and Dockerfile words; rules decides what each command becomes;
-spec_builder collects the spec (checking each value as the spec would) and spec_yaml writes it.
+picks the format; dockerlex, docker (with dockercopy and buildcontext: COPY, ADD, .dockerignore)
+and definition read the two formats (on what base shares); bases decides what the recipe's image
+becomes on the site; shell and words read the shell text and Dockerfile words; rules (with
+installs and state) decides what each command becomes; spec_builder collects the spec in the
+recipe's order (checking each value as the spec would) and spec_yaml writes it.
 tests/unit/test_import.py keeps checking spython's behaviour so the choice can be revisited.
 
 Only the `stardock import` command imports this package.

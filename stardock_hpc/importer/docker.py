@@ -1,27 +1,28 @@
 """Dockerfiles and Containerfiles for `stardock import`: read the instructions the way BuildKit
 does (continuations, comment lines inside them, the escape directive, here-documents) and map
-each onto the spec. Only the last build stage becomes the environment; the build context is
-taken to be the recipe's directory."""
+each onto the spec. The environment is the final build stage, with the stages it is built FROM;
+what other stages build is listed as not carried. The build context is the recipe's directory,
+less what its .dockerignore excludes (dockercopy.py)."""
 from __future__ import annotations
 
 import json
 import posixpath
 import re
 import shlex
-import tarfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from stardock_hpc.errors import UsageError
-from stardock_hpc.importer.base import RecipeImporter
+from stardock_hpc.importer.base import RecipeImporter, SiteBases
+from stardock_hpc.importer.dockercopy import copy_instruction
+from stardock_hpc.importer.dockerlex import Instruction
 from stardock_hpc.importer.rules import REASON_SECRET, SECRET_NAME, refusal
 from stardock_hpc.importer.shell import VARIABLE, ShellSyntax, dedent_script, one_line, script_commands
-from stardock_hpc.importer.spec_builder import SpecBuilder
+from stardock_hpc.importer.spec_builder import PATH_MARK, SpecBuilder
+from stardock_hpc.importer.state import ShellState
 from stardock_hpc.importer.words import Unresolved, docker_words
-from stardock_hpc.site import BaseImage
 
-_HEREDOC = re.compile(r"<<(-?)([\"']?)([A-Za-z_][A-Za-z0-9_.-]*)\2")
 _NOT_CARRIED = {
     "USER": "stardock runs containers as the submitting user; the build steps after it run as root here",
     "EXPOSE": "no network services in batch jobs",
@@ -32,84 +33,49 @@ _NOT_CARRIED = {
     "ONBUILD": "triggers for images built on this one; stardock images are not used as bases",
     "STOPSIGNAL": "Slurm signals the job and stardock forwards the signals to the container",
 }
+_INSTRUCTIONS = set(_NOT_CARRIED) | {"FROM", "RUN", "CMD", "LABEL", "MAINTAINER", "ENV", "ADD", "COPY",
+                                     "ENTRYPOINT", "ARG"}
+_FOREIGN_PYTHON = re.compile(r"conda|mamba|miniforge|venv|virtualenv|pyenv")
+RUN_ARGS_REPLACE = ("arguments given at run time replace the whole command, the ENTRYPOINT too "
+                    "(Docker keeps the ENTRYPOINT and passes them to it)")
 
 
 @dataclass
-class Instruction:
-    keyword: str
-    args: str                    # continuation lines joined, as Docker reads it
-    lines: List[str]             # as written, without the comment lines Docker skips
-    line: int
-    heredocs: List[Tuple[str, List[str]]] = field(default_factory=list)
+class Stage:
+    start: int                   # index of its FROM among the instructions
+    end: int                     # index after its last instruction
+    name: str                    # "" when it has no AS name
+    image: str                   # the FROM's image, as written
 
-    @property
-    def shown(self) -> str:
-        return one_line(f"{self.keyword} {self.args}")
-
-
-def lex(text: str) -> List[Instruction]:
-    raw = text.splitlines()
-    escape = "\\"
-    for line in raw:  # parser directives come first: `# escape=`` ` (Windows style)
-        directive = re.fullmatch(r"\s*#\s*([A-Za-z]+)\s*=\s*(\S+)\s*", line)
-        if not directive:
-            break
-        if directive.group(1).lower() == "escape" and directive.group(2) in ("\\", "`"):
-            escape = directive.group(2)
-    out: List[Instruction] = []
-    i = 0
-    while i < len(raw):
-        if not raw[i].strip() or raw[i].lstrip().startswith("#"):
-            i += 1
-            continue
-        start, lines, joined = i, [raw[i]], ""
-        current = raw[i]
-        while True:
-            body = current.rstrip()
-            i += 1
-            if not body.endswith(escape):
-                joined += body
-                break
-            joined += body[:-1]
-            while i < len(raw) and (not raw[i].strip() or raw[i].lstrip().startswith("#")):
-                i += 1  # Docker drops comment and empty lines inside a continued instruction
-            if i >= len(raw):
-                break
-            current = raw[i]
-            lines.append(current)
-            # the amount of space at a joint only matters inside quotes: one space reads better
-            if current[:1].isspace():
-                current = ("" if joined[-1:].isspace() else " ") + current.lstrip()
-        keyword, _, args = joined.strip().partition(" ")
-        inst = Instruction(keyword.upper(), args.strip(), lines, start + 1)
-        if inst.keyword in ("RUN", "COPY", "ADD"):
-            for strip, _quote, delim in _HEREDOC.findall(args):
-                body_lines = []
-                while i < len(raw) and (raw[i].lstrip("\t") if strip else raw[i]) != delim:
-                    body_lines.append(raw[i])
-                    i += 1
-                i += 1
-                inst.heredocs.append((delim, body_lines))
-        out.append(inst)
-    return out
+    def lines(self, instructions: List[Instruction]) -> str:
+        last = instructions[self.end - 1].line + len(instructions[self.end - 1].lines) - 1
+        return f"lines {instructions[self.start].line}-{last}"
 
 
 class DockerImporter(RecipeImporter):
     RUN_TIME_ONLY = "HOME, USER, ... are known only at run time"
 
-    def __init__(self, path: Path, builder: SpecBuilder, bases: Mapping[str, BaseImage]) -> None:
+    def __init__(self, path: Path, builder: SpecBuilder, bases: SiteBases) -> None:
         super().__init__(path, builder, bases)
+        self.recipe = path
         self.workdir = "/"
         self.cmd: Optional[Instruction] = None
         self.entrypoint: Optional[Instruction] = None
-        self.stages: List[str] = []
         self.global_args: Dict[str, str] = {}
+        self.args: Dict[str, str] = {}          # the stage's ARGs: exported in its build steps
+        self.instructions: List[Instruction] = []
+        self.stages: List[Stage] = []
 
     def note_unset(self, name: str) -> None:
         self.note_once(f"${name} is not set by the recipe: expanded to nothing, as Docker does on a "
                        "Debian base")
 
+    def note_once(self, text: str) -> None:
+        if not any(text in n for n in self.out.notes):
+            self.out.note(text)
+
     def run(self, instructions: List[Instruction]) -> None:
+        self.instructions = instructions
         froms = [i for i, inst in enumerate(instructions) if inst.keyword == "FROM"]
         if not froms:
             raise UsageError("no FROM instruction: not a Dockerfile")
@@ -117,7 +83,12 @@ class DockerImporter(RecipeImporter):
         if first.keyword not in ("FROM", "ARG"):
             raise UsageError(f"line {first.line}: a Dockerfile starts with FROM (or ARG), not "
                              f"{one_line(first.lines[0], 60)!r}")
-        last = froms[-1]
+        for before, inst in zip([None, *instructions], instructions):
+            if inst.keyword not in _INSTRUCTIONS:
+                raise UsageError(_unknown(inst, before))
+        self.stages = [Stage(a, b, _stage_name(instructions[a]), instructions[a].args)
+                       for a, b in zip(froms, froms[1:] + [len(instructions)])]
+        chain = self._chain()
         self.vars = self.global_args  # a global ARG's default may use the ones before it
         for inst in instructions[:froms[0]]:
             if inst.keyword != "ARG":
@@ -125,27 +96,48 @@ class DockerImporter(RecipeImporter):
             for word in self._words(inst) or []:
                 key, _, value = word.partition("=")
                 self.global_args[key] = value
-                if not re.search(rf"\$\{{?{re.escape(key)}\b", instructions[last].args):
+                if not any(re.search(rf"\$\{{?{re.escape(key)}\b", instructions[s.start].args) for s in chain):
                     self.out.drop(_pair_shown("ARG", key, value) if "=" in word else f"ARG {key}",
                                   "declared before FROM: only FROM lines see it", inst.line)
-        for a, b in zip(froms, froms[1:]):
-            stage = instructions[a]
-            self.stages.append(stage.args.split()[-1] if re.search(r"\s[Aa][Ss]\s", stage.args) else "")
-            self.out.drop(f"{stage.shown} (lines {stage.line}-{instructions[b].line - 1})",
-                          "multi-stage build: only the final stage is imported; build what this "
-                          "stage makes in build steps", stage.line)
-        self._from(instructions[last])
-        for inst in instructions[last + 1:]:
-            self.out.line = inst.line
-            handler = getattr(self, f"_{inst.keyword.lower()}", None)
-            if inst.keyword in _NOT_CARRIED and inst.keyword != "WORKDIR":
-                self.out.drop(inst.shown, _NOT_CARRIED[inst.keyword])
-            elif handler is None:
-                self.out.drop(inst.shown, f"unknown instruction {inst.keyword}")
-            else:
-                handler(inst)
+        for stage in self.stages:
+            if stage not in chain:
+                self.out.drop(f"{instructions[stage.start].shown} ({stage.lines(instructions)})",
+                              "an earlier build stage of a multi-stage build: stardock builds one image, "
+                              "the final stage and the stages it is FROM; what this stage builds is not "
+                              "in it (the COPY --from lines that take from it are listed too)",
+                              instructions[stage.start].line)
+        commands = {i.line: "\n".join([i.args, *(line for _d, b in i.heredocs for line in b)])
+                    for s in chain for i in instructions[s.start:s.end] if i.keyword == "RUN"}
+        self._from(instructions[chain[0].start], commands)
+        for n, stage in enumerate(chain):
+            if n:
+                self._next_stage(stage, chain[n - 1])
+            for inst in instructions[stage.start + 1:stage.end]:
+                self.out.line = inst.line
+                handler = getattr(self, f"_{inst.keyword.lower()}", None)
+                if inst.keyword in _NOT_CARRIED and inst.keyword != "WORKDIR":
+                    self.out.drop(inst.shown, _NOT_CARRIED[inst.keyword])
+                elif handler is not None:
+                    handler(inst)
         self.out.line = None
         self._command()
+
+    def _chain(self) -> List[Stage]:
+        """The final stage and the stages it is built FROM, first first."""
+        chain = [self.stages[-1]]
+        while True:
+            image = [w for w in chain[0].image.split() if not w.startswith("--")][:1]
+            parent = self.stage(image[0]) if image else None
+            if parent is None or parent in chain:
+                return chain
+            chain.insert(0, parent)
+
+    def stage(self, ref: str) -> Optional[Stage]:
+        """The earlier stage a FROM or COPY --from names (by its AS name or its number)."""
+        for number, stage in enumerate(self.stages):
+            if ref and (ref.lower() == stage.name.lower() or ref == str(number)):
+                return stage
+        return None
 
     def _words(self, inst: Instruction, split: bool = True) -> Optional[List[str]]:
         try:
@@ -156,7 +148,7 @@ class DockerImporter(RecipeImporter):
             self.out.drop(inst.shown, f"cannot be read: {exc}", inst.line)
         return None
 
-    def _from(self, inst: Instruction) -> None:
+    def _from(self, inst: Instruction, commands: Dict[int, str]) -> None:
         self.out.line = inst.line
         words = [w for w in inst.args.split() if not w.startswith("--platform")]
         if len(words) != len(inst.args.split()):
@@ -164,25 +156,31 @@ class DockerImporter(RecipeImporter):
         self.vars = dict(self.global_args)
         image = (self._words(Instruction("FROM", words[0] if words else "", [], inst.line)) or [""])[0]
         self.vars = {}  # a stage sees a global ARG only where it declares it again
-        if image in self.stages:
-            self.out.drop(inst.shown, f"builds on stage {image!r}, which is not imported")
-        elif image:
-            self.out.set_base(image, inst.shown, self.bases)
+        if not image:
+            raise UsageError(f"line {inst.line}: {inst.shown}: no image named")
+        self.set_base(image, f"FROM {image}", commands)
 
-    def note_once(self, text: str) -> None:
-        if not any(text in n for n in self.out.notes):
-            self.out.note(text)
+    def _next_stage(self, stage: Stage, parent: Stage) -> None:
+        inst = self.instructions[stage.start]
+        self.out.line = inst.line
+        self.out.note(f"{inst.shown}: built on stage {parent.name or self.stages.index(parent)} "
+                      f"({parent.lines(self.instructions)}), imported before it as Docker builds it")
+        for key in self.args:
+            self.vars.pop(key, None)   # ARGs are per stage; ENV carries over
+        self.args = {}
+
+    def _state(self) -> ShellState:
+        """The shell a RUN starts in: the WORKDIR, with the stage's ARGs set."""
+        return ShellState(self.workdir, tuple(_export(k, v) for k, v in self.args.items()))
 
     def _run(self, inst: Instruction) -> None:
         args, first = inst.args, inst.lines[0].lstrip()[3:].lstrip()
         while args.startswith("--"):
             flag, _, args = args.partition(" ")
             first = first.partition(" ")[2].lstrip()
-            if re.search(r"type=(?:secret|ssh)", flag):
-                self.out.drop(inst.shown, REASON_SECRET + " (a build secret mount)")
-                return
-            self.out.note(f"RUN {flag} dropped")
             args = args.lstrip()
+            if not self._run_flag(inst, flag):
+                return
         if inst.heredocs:
             self._run_heredoc(inst, args)
             return
@@ -202,7 +200,27 @@ class DockerImporter(RecipeImporter):
         rest = dedent_script(inst.lines[1:])
         if first.strip() not in ("", "\\"):  # continuation lines indented under the first
             rest = [first] + [f"  {line}" if line else line for line in rest]
-        self.out.add_lifted(self.rules.command(args, rest, self.workdir, split=True), "RUN", self.workdir)
+        self.out.add_lifted(self.rules.command(args, rest, self._state(), split=True), "RUN")
+
+    def _run_flag(self, inst: Instruction, flag: str) -> bool:
+        """RUN --mount / --network / --security; False when the RUN is not carried for it."""
+        name, _, value = flag[2:].partition("=")
+        if name != "mount":
+            self.out.note(f"RUN {flag} dropped: stardock's build steps run with the engine's defaults")
+            return True
+        options = dict(part.partition("=")[::2] for part in value.split(","))
+        kind = options.get("type", "bind")
+        if kind in ("secret", "ssh"):
+            self.out.drop(inst.shown, REASON_SECRET + " (a build secret mount)")
+            return False
+        if kind in ("cache", "tmpfs"):
+            self.out.note(f"RUN {flag} dropped: a {kind} mount only speeds the step up or holds scratch "
+                          "files; what the step builds is the same")
+            return True
+        self.out.drop(inst.shown, f"needs {flag}: files bound into the step only while it runs, which "
+                      "stardock cannot give a build step; copy them with COPY (a files: item) and run the "
+                      "step after it")
+        return False
 
     def _run_heredoc(self, inst: Instruction, args: str) -> None:
         delim, body = inst.heredocs[0]
@@ -210,26 +228,27 @@ class DockerImporter(RecipeImporter):
             # `RUN python3 <<EOF` / `RUN cat <<EOF > f`: the body is the command's input, as in a
             # shell here-document, so the shell text with its bodies means the same
             lines = [args] + [line for d, b in inst.heredocs for line in (*b, d)]
-            self.out.add_lifted(self.rules.command("\n".join(lines), lines, self.workdir, split=True),
-                                "RUN", self.workdir)
+            self.out.add_lifted(self.rules.command("\n".join(lines), lines, self._state(), split=True), "RUN")
             return
         if body and body[0].startswith("#!") and not re.search(r"\b(?:ba)?sh\b", body[0]):
             self.out.drop(inst.shown, f"a here-document script for {body[0][2:].strip()}: put it in "
                           "a file under files: and run it in a build step")
             return
-        changed = False
+        state = self._state()
         for text, lines, _index in script_commands(body):
-            lifted = self.rules.command(text, lines, self.workdir, split=False)
-            changed = changed or lifted.changes_dir
-            self.out.add_lifted(lifted, "RUN", None)
-        if changed:
-            self.out.pending_cd = self.workdir
+            lifted = self.rules.command(text, lines, state, split=False)
+            self.out.add_lifted(lifted, "RUN")
+            state = lifted.state
 
     def _env(self, inst: Instruction) -> None:
         for key, value in self._pairs(inst) or []:
             self.out.add_env(key, value, _pair_shown("ENV", key, value))
             if not SECRET_NAME.search(key):
                 self.vars[key] = value
+            head = value.split(PATH_MARK)[0] if key == "PATH" and PATH_MARK in value else ""
+            python = next((d for d in head.split(":") if _FOREIGN_PYTHON.search(d)), None)
+            if python:
+                self.rules.foreign_python = f"{python}/pip, first on PATH from line {inst.line}"
 
     def _label(self, inst: Instruction) -> None:
         for key, value in self._pairs(inst) or []:
@@ -267,82 +286,21 @@ class DockerImporter(RecipeImporter):
                 self.out.drop(shown, "not a variable name")
             else:
                 self.vars[key] = value
-                self.out.add_build([f"export {key}={shlex.quote(value)}"])
+                self.args[key] = value
                 self.out.note(f"ARG {key}: a variable of the build steps (stardock has no --build-arg)")
 
     def _workdir(self, inst: Instruction) -> None:
         words = self._words(inst, split=False)
         if words:
             self.workdir = posixpath.normpath(posixpath.join(self.workdir, words[0]))
-            self.out.pending_cd = self.workdir
+            self.out.workdirs.add(self.workdir)
         self.out.drop(inst.shown, _NOT_CARRIED["WORKDIR"])
 
     def _add(self, inst: Instruction) -> None:
-        self._copy(inst)
+        copy_instruction(self, inst)
 
     def _copy(self, inst: Instruction) -> None:
-        args, flags = inst.args, {}
-        while args.startswith("--"):
-            flag, _, args = args.partition(" ")
-            name, _, value = flag[2:].partition("=")
-            flags[name] = value
-            args = args.lstrip()
-        if inst.heredocs:
-            self.out.drop(inst.shown, "files written from a here-document: put the file next to "
-                          "the recipe and copy it")
-            return
-        if "from" in flags:
-            self.out.drop(inst.shown, f"copies from {flags['from']!r}, another stage or image, "
-                          "which is not imported")
-            return
-        try:
-            paths = json.loads(args) if args.startswith("[") else None
-        except ValueError:
-            paths = None
-        if not (isinstance(paths, list) and all(isinstance(p, str) for p in paths)):
-            paths = self._words(Instruction(inst.keyword, args, inst.lines, inst.line))
-        if paths is None:
-            return
-        if len(paths) < 2:
-            self.out.drop(inst.shown, "needs a source and a destination")
-            return
-        for name in sorted(set(flags) - {"chown", "chmod", "link"}):
-            self.out.note(f"{inst.keyword} --{name} dropped")
-        if "chown" in flags:
-            self.out.note(f"{inst.keyword} --chown={flags['chown']}: ownership is not carried (files "
-                          "belong to root; jobs run as the submitting user)")
-        *sources, dest = paths
-        as_dir = dest.endswith(("/", "/.")) or dest == "."
-        dest = posixpath.normpath(posixpath.join(self.workdir, dest))
-        dest = dest.rstrip("/") + "/" if as_dir else dest
-        if (len(sources) > 1 or any(c in "".join(sources) for c in "*?[")) and not dest.endswith("/"):
-            dest += "/"
-        for src in sources:
-            self._copy_one(inst, src, dest, flags.get("chmod"))
-
-    def _copy_one(self, inst: Instruction, src: str, dest: str, chmod: Optional[str]) -> None:
-        shown = one_line(f"{inst.keyword} {src} {dest}")
-        if "://" in src or src.startswith("git@"):
-            self.out.drop(shown, "ADD of a URL: download it in a build step (curl/wget) or put the file "
-                          "next to the recipe")
-            return
-        rel = posixpath.normpath(src.lstrip("/")) if src.strip("/") else "."
-        if rel == ".." or rel.startswith("../"):
-            self.out.drop(shown, "outside the build context")
-            return
-        matches = self.sources(rel)
-        if not matches:
-            self.out.drop(shown, "not found in the build context (taken to be the recipe's directory)")
-            return
-        for source in matches:
-            if inst.keyword == "ADD" and source.is_file() and tarfile.is_tarfile(source):
-                self.out.drop(shown, "ADD of a tar archive: Docker unpacks it, stardock copies files as "
-                              "they are; unpack it next to the recipe, or in a build step")
-                continue
-            if self.out.add_file(source, dest, shown) and chmod:
-                target = dest + source.name if dest.endswith("/") and source.is_file() else dest
-                self.out.add_build([f"chmod {'-R ' if source.is_dir() else ''}{shlex.quote(chmod)} "
-                                    f"{shlex.quote(target)}"])
+        copy_instruction(self, inst)
 
     def _cmd(self, inst: Instruction) -> None:
         if self.cmd is not None:
@@ -357,9 +315,17 @@ class DockerImporter(RecipeImporter):
 
     def _command(self) -> None:
         """ENTRYPOINT and CMD as Docker combines them: exec forms are lists, a shell form is a
-        string (run with /bin/sh -c, in stardock as in Docker)."""
+        string (run with /bin/sh -c, in stardock as in Docker). A spec has one command, which
+        arguments given at run time replace: where Docker would keep the ENTRYPOINT in front of
+        them, the report says so."""
         entry = _form(self.entrypoint)
         cmd = _form(self.cmd)
+        for inst in (self.entrypoint, self.cmd):
+            if inst is not None and inst.args.startswith("[") and isinstance(_form(inst), str):
+                self.out.line = inst.line
+                self.out.note(f"{inst.shown}: not a JSON list (JSON needs double quotes), so Docker runs it "
+                              "as a shell command line, and so does the spec's command")
+        self.out.line = None
         if isinstance(entry, str) and self.cmd is not None:
             self.out.drop(self.cmd.shown, "Docker ignores CMD when ENTRYPOINT is in shell form",
                           self.cmd.line)
@@ -374,8 +340,39 @@ class DockerImporter(RecipeImporter):
         if reason:
             for inst in used:
                 self.out.drop(inst.shown, reason, inst.line)
-        elif command:
-            self.out.command = command
+            return
+        if not command:
+            return
+        self.out.command = command
+        if self.entrypoint is not None:
+            self.out.line = self.entrypoint.line
+            joined = f" and CMD (line {self.cmd.line})" if self.cmd is not None and cmd is not None else ""
+            shown = command if isinstance(command, str) else shlex.join(command)
+            self.out.note(f"ENTRYPOINT{joined} became the command `{one_line(shown, 80)}`: "
+                          + (RUN_ARGS_REPLACE if isinstance(entry, list) else
+                             "arguments given at run time replace it (Docker ignores them with a shell-form "
+                             "ENTRYPOINT)"))
+            self.out.line = None
+
+
+def _unknown(inst: Instruction, before: Optional[Instruction]) -> str:
+    text = f"line {inst.line}: unknown instruction {inst.keyword} ({one_line(inst.lines[0], 60)!r}): Docker " \
+           "rejects this Dockerfile too"
+    if before is not None and before.keyword == "RUN" and not before.lines[-1].rstrip().endswith("\\"):
+        last = before.line + len(before.lines) - 1
+        text += f"; is the continuation backslash at the end of line {last} missing?"
+    return text
+
+
+def _stage_name(inst: Instruction) -> str:
+    words = inst.args.split()
+    return words[-1] if len(words) >= 3 and words[-2].upper() == "AS" else ""
+
+
+def _export(key: str, value: str) -> str:
+    """`export KEY=value` as a shell line; the base's $PATH stays $PATH."""
+    return f"export {key}=" + '"$PATH"'.join(shlex.quote(part) if part else "" for part in value.split(PATH_MARK)) \
+        if PATH_MARK in value else f"export {key}={shlex.quote(value)}"
 
 
 def _form(inst: Optional[Instruction]):

@@ -10,10 +10,11 @@ from typing import Any, Dict, List, Mapping, Optional
 from stardock_hpc.catalog import Catalog
 from stardock_hpc.errors import UsageError
 from stardock_hpc.fsutil import read_text
+from stardock_hpc.importer.base import SiteBases
 from stardock_hpc.importer.definition import DefImporter
 from stardock_hpc.importer.definition import lex as lex_def
 from stardock_hpc.importer.docker import DockerImporter
-from stardock_hpc.importer.docker import lex as lex_docker
+from stardock_hpc.importer.dockerlex import lex as lex_docker
 from stardock_hpc.importer.spec_builder import NotCarried, SpecBuilder
 from stardock_hpc.site import DEFAULT_BASES, BaseImage
 from stardock_hpc.spec import NAME_RE
@@ -30,6 +31,7 @@ class ImportResult:
     spec: Dict[str, Any]                # stardock.yaml as plain data, in its key order
     not_carried: List[NotCarried] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
+    changes: List[str] = field(default_factory=list)   # said first: the base is not the recipe's
 
 
 def read_recipe(path: Path) -> str:
@@ -77,20 +79,26 @@ def default_name(path: Path) -> str:
 
 def import_recipe(path: Path, name: Optional[str] = None, catalog: Optional[Catalog] = None,
                   bases: Optional[Mapping[str, BaseImage]] = None,
-                  spec_dir: Optional[Path] = None) -> ImportResult:
+                  spec_dir: Optional[Path] = None, base: Optional[str] = None,
+                  default_base: Optional[str] = None) -> ImportResult:
     """Read the recipe at `path` into a spec. `catalog` turns apt packages into its apps;
-    `bases` (the site's) names the base; `spec_dir` is where the spec will be written (file
-    sources are relative to it; default: the recipe's directory)."""
+    `bases` (the site's, with its `default_base`) are what the recipe's image becomes (see
+    bases.py), or `base` when given (`stardock import --base`); `spec_dir` is where the spec will
+    be written (file sources are relative to it; default: the recipe's directory). A recipe that
+    cannot be imported (a base of another family, a line Docker rejects) is a UsageError."""
     text = read_recipe(path)
     kind = detect_kind(path, text)
-    builder = SpecBuilder(spec_dir if spec_dir is not None else path.parent)
-    bases = DEFAULT_BASES if bases is None else bases
+    builder = SpecBuilder(spec_dir if spec_dir is not None else path.parent, catalog)
+    offered = DEFAULT_BASES if bases is None else bases
+    if default_base is None and bases is None:
+        default_base = next(iter(DEFAULT_BASES))
+    site = SiteBases(offered, default_base, base)
     try:
         if kind == DOCKERFILE:
-            DockerImporter(path, builder, bases).run(lex_docker(text))
+            DockerImporter(path, builder, site).run(lex_docker(text))
         else:
-            DefImporter(path, builder, bases).run(lex_def(text))
+            DefImporter(path, builder, site).run(lex_def(text))
     except UsageError as exc:
         raise UsageError(f"{path}: {exc.message}", exc.hint) from None
-    spec = builder.spec(name or default_name(path), catalog)
-    return ImportResult(path, kind, spec, builder.not_carried, builder.notes)
+    spec = builder.spec(name or default_name(path))
+    return ImportResult(path, kind, spec, builder.not_carried, builder.notes, builder.changes)

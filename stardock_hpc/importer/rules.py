@@ -1,20 +1,35 @@
 """What `stardock import` does with the shell commands of a recipe (a Dockerfile RUN, a line of
-%post): lift package installs into packages.apt / packages.pip, drop the apt housekeeping that
-stardock does itself, refuse passwords, secrets and SSH servers, keep the rest as build steps.
+%post): lift package installs into apt and pip items of build: (at their place in the recipe, with
+the recipe's choice about recommended packages), drop the apt housekeeping that stardock does
+itself, refuse passwords, secrets and SSH servers, keep the rest as build steps.
 
-Why commands are split: a Dockerfile RUN is one `sh -c`, whose status is its last command's;
-stardock's build steps are lines of one `bash -e` script, where a failure in the middle of an
-`a && b` line does not stop the script. One command per line keeps "stop at the first failure".
+A flat command list (`a && b; c`) is written one command per step: a failure stops the build at
+any of them, as it stops the RUN. An install is lifted only where the shell after it can be put
+back (see state.py); elsewhere it stays a shell command as written.
 """
 from __future__ import annotations
 
 import posixpath
 import re
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Tuple, Union
 
+from stardock_hpc.importer.installs import (
+    APT_HOUSEKEEPING,
+    APT_NEEDS_LISTS,
+    APT_UPGRADE,
+    SSH_SERVER,
+    AptCommand,
+    PipCommand,
+    is_apt_cleanup,
+    is_frontend,
+    literal_command,
+    read_apt,
+    read_pip,
+)
 from stardock_hpc.importer.shell import ASSIGNMENT, Segment, command_words, one_line, split_flat, summarize, unquote
-from stardock_hpc.spec import APT_RE, PIP_RE
+from stardock_hpc.importer.state import ShellState
+from stardock_hpc.spec import AptStep, PipStep
 
 REASON_SECRET = ("sets a password/secret: stardock uses Slurm's authentication; "
                  "secrets never go into images")
@@ -34,41 +49,31 @@ _SECRET_FALLBACK = re.compile(r"\b(?:chpasswd|passwd|mkpasswd|htpasswd)\b|--pass
 SECRET_TEXT = re.compile(r"(?i)\bpass(?:word|wd)?\b\s*[:=]\s*\S+|\.netrc\b|\.pgpass\b|\.git-credentials\b"
                          r"|\bgh[pousr]_[A-Za-z0-9]{20,}|\bglpat-[A-Za-z0-9_-]{20,}|\bxox[abpr]-[A-Za-z0-9-]{10,}"
                          r"|\bAKIA[0-9A-Z]{16}\b|-----BEGIN [A-Z ]*PRIVATE KEY-----")
-_ADDS_REPO = re.compile(r"add-apt-repository|apt-key|/etc/apt/(?:sources\.list|keyrings|trusted)"
-                        r"|/usr/share/keyrings|extrepo")
+_ADDS_REPO = re.compile(r"(?:add-apt|apt-add)-repository|apt-key|/etc/apt/(?:sources\.list|keyrings|trusted)"
+                        r"|/usr/share/keyrings|extrepo|\bdpkg\s+(?:-\S*i|--install)\b")
 _APT_INSTALL = re.compile(r"\bapt(?:-get)?\b[^;&|]*\binstall\b")
 
-_APT_TOOLS = {"apt-get", "apt", "aptitude"}
-_APT_FLAGS = {"--yes", "--assume-yes", "--quiet", "--no-install-recommends", "--no-install-suggests",
-              "--force-yes", "--allow-unauthenticated", "--fix-missing", "--fix-broken",
-              "--allow-downgrades", "--allow-change-held-packages", "--show-upgraded"}
-_APT_SHORT = re.compile(r"-[yqfmV]+")
-_APT_OPTION = {"-o", "--option"}          # configuration: dropped with a note
-_APT_VALUE = {"-t", "--target-release", "--default-release", "-c", "--config-file"}
-_APT_HOUSEKEEPING = {"update", "clean", "autoclean"}
-_APT_UPGRADE = {"upgrade", "dist-upgrade", "full-upgrade"}
-_APT_CACHE = ("/var/lib/apt/lists", "/var/cache/apt")
-_SSH_SERVER = "openssh-server"
+@dataclass(frozen=True)
+class Shell:
+    """Shell lines kept as the recipe wrote them; `need`: the shell state they run in."""
 
-_PIP = re.compile(r"pip(?:3(?:\.\d+)?)?")
-_PYTHON = re.compile(r"python(?:3(?:\.\d+)?)?")
-_PIP_FLAGS = {"-U", "--upgrade", "--no-cache-dir", "-q", "--quiet", "-qq", "-v", "--verbose", "--user",
-              "--break-system-packages", "--disable-pip-version-check", "--no-warn-script-location",
-              "--prefer-binary", "--no-compile", "--compile", "-I", "--ignore-installed", "--force-reinstall"}
-_PIP_VALUE = {"--progress-bar", "--root-user-action", "--upgrade-strategy"}
-_PIP_FILE = {"-r", "--requirement", "-c", "--constraint", "-e", "--editable"}
+    lines: Tuple[str, ...]
+    need: ShellState
+    after: ShellState
+    pip: bool = False            # runs pip: stardock's venv must exist by then
+
+
+Item = Union[Shell, AptStep, PipStep]
 
 
 @dataclass
 class Lifted:
-    """What one top-level command became."""
+    """What one top-level command became, in order."""
 
-    apt: List[str] = field(default_factory=list)
-    pip: List[str] = field(default_factory=list)
-    build: List[str] = field(default_factory=list)
+    items: List[Item] = field(default_factory=list)
     dropped: List[Tuple[str, str]] = field(default_factory=list)  # (what, reason): not carried
     notes: List[str] = field(default_factory=list)
-    changes_dir: bool = False
+    state: ShellState = field(default_factory=ShellState)         # the shell after it
 
 
 def refusal(text: str, sshd: bool = True) -> Optional[str]:
@@ -101,122 +106,6 @@ def refusal(text: str, sshd: bool = True) -> Optional[str]:
     return None
 
 
-def _changes_dir(text: str) -> bool:
-    return any(w[0] in ("cd", "pushd", "popd") for w in command_words(text))
-
-
-def _command(words: Sequence[str]) -> List[Optional[str]]:
-    """Literal words of a simple command without leading assignments and sudo."""
-    out = [unquote(w) for w in words]
-    while out and out[0] is not None and (ASSIGNMENT.fullmatch(out[0]) or out[0] in ("sudo", "-E", "-H")):
-        out.pop(0)
-    return out
-
-
-@dataclass
-class _Apt:
-    sub: str
-    packages: List[Optional[str]]
-    dropped_options: List[str]
-    liftable: bool
-
-
-def _apt(words: List[Optional[str]]) -> Optional[_Apt]:
-    if not words or words[0] is None or posixpath.basename(words[0]) not in _APT_TOOLS:
-        return None
-    sub, packages, dropped, liftable = "", [], [], True
-    rest = list(words[1:])
-    while rest:
-        word = rest.pop(0)
-        if word is None or not word.startswith("-"):
-            if not sub:
-                sub = word or "?"
-            else:
-                packages.append(word)
-        elif word in _APT_FLAGS or _APT_SHORT.fullmatch(word):
-            continue
-        elif word in _APT_OPTION or word.startswith(("-o", "--option=")):
-            value = rest.pop(0) if word in _APT_OPTION and rest else word
-            dropped.append(f"-o {value}" if word in _APT_OPTION else word)
-        else:
-            liftable = False  # -t RELEASE, -c FILE, ...: cannot be said in packages.apt
-            if word in _APT_VALUE and rest:
-                rest.pop(0)
-    liftable = liftable and all(p is not None and (re.fullmatch(APT_RE, p) or p == _SSH_SERVER)
-                                for p in packages)
-    return _Apt(sub, packages, dropped, liftable)
-
-
-def _is_apt_cleanup(words: List[Optional[str]]) -> bool:
-    if words[:1] != ["rm"] or None in words:
-        return False
-    paths = [w for w in words[1:] if w and not w.startswith("-")]
-    return bool(paths) and all(str(w).startswith(_APT_CACHE) for w in paths)
-
-
-def _is_frontend(raw: Sequence[str]) -> bool:
-    """`export DEBIAN_FRONTEND=noninteractive`: stardock's apt step sets it itself."""
-    literal = [unquote(w) for w in raw]
-    if literal[:1] == ["export"]:
-        literal = literal[1:]
-    return bool(literal) and all(w is not None and w.startswith("DEBIAN_FRONTEND=") for w in literal)
-
-
-@dataclass
-class _Pip:
-    requirements: List[str]
-    upgrade_pip: bool
-    problem: Optional[str]      # why packages.pip cannot say it
-    files: List[str]            # local files it reads (-r FILE, -e DIR, ./pkg)
-
-
-def _pip(words: List[Optional[str]]) -> Optional[_Pip]:
-    if not words or words[0] is None:
-        return None
-    tool = posixpath.basename(words[0])
-    if _PIP.fullmatch(tool):
-        rest = list(words[1:])
-    elif _PYTHON.fullmatch(tool) and words[1:3] == ["-m", "pip"]:
-        rest = list(words[3:])
-    else:
-        return None
-    if rest[:1] != ["install"]:
-        return None
-    rest.pop(0)
-    reqs, files, problems, upgrade = [], [], [], False
-    while rest:
-        word = rest.pop(0)
-        if word is None:
-            problems.append("a requirement computed at build time")
-        elif word in _PIP_FLAGS:
-            upgrade = upgrade or word in ("-U", "--upgrade")
-        elif word in _PIP_VALUE:
-            rest[:1] = []
-        elif word.split("=", 1)[0] in _PIP_VALUE:
-            continue
-        elif word in _PIP_FILE or re.fullmatch(r"-[rce]\S+|--(?:requirement|constraint|editable)=\S+", word):
-            flag, value = (word, rest.pop(0) if rest else None) if word in _PIP_FILE else (
-                (word[:2], word[2:]) if word[1] != "-" else tuple(word.split("=", 1)))
-            problems.append(f"{flag} {value if value is not None else '(computed)'}")
-            if value and "://" not in value:
-                files.append(value)
-        elif word.startswith("-"):
-            problems.append(f"option {word}")
-            if "=" not in word and rest and rest[0] is not None and not rest[0].startswith("-") and \
-                    word in ("-i", "--index-url", "--extra-index-url", "-f", "--find-links", "--target",
-                             "-t", "--prefix", "--root", "--no-binary", "--only-binary", "--platform"):
-                problems[-1] += f" {rest.pop(0)}"
-        elif "/" in word or word.startswith(".") or word.endswith((".whl", ".tar.gz", ".zip")):
-            problems.append(word)
-            if "://" not in word:
-                files.append(word)
-        elif re.fullmatch(PIP_RE, word):
-            reqs.append(re.sub(r"\s+", "", word))
-        else:
-            problems.append(f"requirement {word!r}")
-    return _Pip(reqs, upgrade and "pip" in reqs, "; ".join(problems) or None, files)
-
-
 class ShellRules:
     """Lifts commands in recipe order; remembers what earlier commands did."""
 
@@ -224,12 +113,15 @@ class ShellRules:
         self.in_image = in_image        # (path, cwd) -> does the recipe copy it into the image?
         self.repo_added = False         # an apt source was added: later installs stay build steps
         self.told_apt_kept = False
+        self.lists_fresh = False        # a kept `apt-get update` ran since the last apt item
+        self.foreign_python: Optional[str] = None   # why `pip` is not stardock's venv's (conda on PATH)
 
-    def command(self, text: str, lines: List[str], cwd: str, split: bool) -> Lifted:
-        """One top-level command: `text` is it with continuations joined, `lines` as written.
-        split=True writes a flat command list one command per line even when nothing was lifted
-        (Dockerfile RUN); otherwise such a line is kept as written (%post)."""
-        out = Lifted()
+    def command(self, text: str, lines: List[str], state: ShellState, split: bool) -> Lifted:
+        """One top-level command: `text` is it with continuations joined, `lines` as written,
+        `state` the shell it starts in. split=True writes a flat command list one command per
+        line even when nothing was lifted (Dockerfile RUN); otherwise such a line is kept as
+        written (%post)."""
+        out = Lifted(state=state)
         segments = split_flat(text)
         if segments is None:
             return self._compound(text, lines, out)
@@ -239,16 +131,22 @@ class ShellRules:
             out.notes.append("apt installs from here on are kept as build steps: "
                              + ("they install from a repository the recipe adds"
                                 if self.repo_added or _ADDS_REPO.search(text)
-                                else "they use options, package names or pipes packages.apt cannot express"))
-        kept: List[str] = []
+                                else "they use options, package names or pipes apt items cannot express"))
+        items: List[Item] = []
+        current = state
         for seg in segments:
-            kept += self._segment(seg, cwd, keep_apt, out)
+            for item in self._segment(seg, keep_apt, current, out):
+                if isinstance(item, Shell):
+                    current = item.after   # an install leaves the recipe's shell as it was
+                items.append(item)
             if _ADDS_REPO.search(seg.text):
                 self.repo_added = True
-        if not split and kept == [s.text for s in segments]:
-            kept = list(lines)
-        out.build = kept
-        out.changes_dir = _changes_dir(text)
+        kept = [line for item in items if isinstance(item, Shell) for line in item.lines]
+        if not split and len(kept) == len(segments) and kept == [s.text for s in segments] \
+                and all(isinstance(i, Shell) for i in items):
+            items = [Shell(tuple(lines), state, current, any(i.pip for i in items if isinstance(i, Shell)))]
+        out.items = _merge(items)
+        out.state = current
         return out
 
     def _compound(self, text: str, lines: List[str], out: Lifted) -> Lifted:
@@ -258,78 +156,129 @@ class ShellRules:
             return out
         if _ADDS_REPO.search(text):
             self.repo_added = True
-        if _APT_INSTALL.search(text) or re.search(r"\bpip3?\s+(?:-\S+\s+)*install\b", text):
+        pip = bool(re.search(r"\bpip3?\s+(?:-\S+\s+)*install\b", text))
+        if _APT_INSTALL.search(text) or pip:
             out.notes.append("package installs inside if/for/case/... or here-documents are kept as "
-                             "build steps, not lifted into packages")
-        out.build = list(lines)
-        out.changes_dir = _changes_dir(text)
+                             "build steps, not lifted into apt or pip items")
+        after = out.state.after_script(text)
+        out.items = [Shell(tuple(lines), out.state, after, pip and not self.foreign_python)]
+        out.state = after
         return out
 
     @staticmethod
     def _holds_apt_back(seg: Segment) -> bool:
         """An install that cannot be lifted (`xargs apt-get install`, `-t backports`, a .deb):
         the whole command's apt lines stay, `apt-get update` included."""
-        apt = _apt(_command(seg.commands[0])) if len(seg.commands) == 1 else None
+        apt = read_apt(literal_command(seg.commands[0])) if len(seg.commands) == 1 else None
         if apt is None:
             return bool(_APT_INSTALL.search(seg.text))
         return apt.sub == "install" and not apt.liftable
 
-    def _segment(self, seg: Segment, cwd: str, keep_apt: bool, out: Lifted) -> List[str]:
+    def _keep(self, seg: Segment, state: ShellState, pip: bool = False) -> Shell:
+        after = state.after(seg.commands[0], seg.text) if len(seg.commands) == 1 else state
+        return Shell((seg.text,), state, after, pip)
+
+    def _segment(self, seg: Segment, keep_apt: bool, state: ShellState, out: Lifted) -> List[Item]:
         secret = refusal(seg.text, sshd=False)
         if secret:
             out.dropped.append((summarize(seg.text), secret))
             return []
-        words = _command(seg.commands[0]) if len(seg.commands) == 1 else []
-        apt = _apt(words)
+        words = literal_command(seg.commands[0]) if len(seg.commands) == 1 else []
+        apt = read_apt(words)
         if apt is not None:
-            return self._apt_segment(seg, apt, keep_apt, out)
-        if keep_apt and _is_apt_cleanup(words):
-            return [seg.text]
-        if _is_apt_cleanup(words) or _is_frontend(seg.commands[0]):
+            return self._apt_segment(seg, apt, keep_apt, state, out)
+        if is_apt_cleanup(words):
+            if keep_apt or not state.exact:
+                self.lists_fresh = False
+                return [self._keep(seg, state)]
             return []  # stardock's apt step does these itself
-        pip = _pip(words)
+        if is_frontend(seg.commands[0]):
+            return []
+        pip = read_pip(words)
         if pip is not None:
-            return self._pip_segment(seg, pip, cwd, out)
+            return self._pip_segment(seg, pip, state, out)
         if words[:1] == ["set"] and all(w and re.fullmatch(r"[-+][euxo]+|pipefail", w) for w in words[1:]):
             out.notes.append(f"`{seg.text}` dropped: stardock's build steps run with bash -e")
             return []
         if _SSHD.search(seg.text):
             out.dropped.append((one_line(seg.text), REASON_SSHD))
             return []
-        return [seg.text]
+        return [self._keep(seg, state)]
 
-    def _apt_segment(self, seg: Segment, apt: _Apt, keep_apt: bool, out: Lifted) -> List[str]:
-        if apt.sub in _APT_UPGRADE:
+    def _apt_segment(self, seg: Segment, apt: AptCommand, keep_apt: bool, state: ShellState, out: Lifted) -> List[Item]:
+        if apt.sub in APT_UPGRADE:
             out.dropped.append((one_line(seg.text), REASON_UPGRADE))
             return []
+        keep = keep_apt or not state.exact
         if apt.sub != "install":
-            return [seg.text] if keep_apt or apt.sub not in _APT_HOUSEKEEPING else []
-        if _SSH_SERVER in apt.packages:
-            out.dropped.append((f"apt package {_SSH_SERVER}", REASON_SSHD))
-        if keep_apt:
-            if all(p == _SSH_SERVER for p in apt.packages):
+            if apt.sub == "update" and keep:
+                self.lists_fresh = True
+            return [self._keep(seg, state)] if keep or apt.sub not in APT_HOUSEKEEPING else []
+        if SSH_SERVER in apt.packages:
+            out.dropped.append((f"apt package {SSH_SERVER}", REASON_SSHD))
+        if keep:
+            if not keep_apt and not self.told_apt_kept:
+                out.notes.append(f"`{one_line(seg.text, 80)}` kept as a build step: the commands before it "
+                                 "change the shell in a way an apt item (which starts a new shell) would undo")
+            if all(p == SSH_SERVER for p in apt.packages):
                 return []
-            return [re.sub(r"\s+", " ", re.sub(rf"(?<!\S)['\"]?{_SSH_SERVER}['\"]?(?!\S)", "", seg.text)).strip()]
+            text = re.sub(r"\s+", " ", re.sub(rf"(?<!\S)['\"]?{SSH_SERVER}['\"]?(?!\S)", "", seg.text)).strip()
+            items: List[Item] = []
+            if apt.sub in APT_NEEDS_LISTS and not self.lists_fresh:
+                # stardock's own apt items remove the package lists after them, as recipes do
+                out.notes.append(f"`apt-get update` added before `{one_line(text, 60)}`: the package lists "
+                                 "are not there at this point")
+                items.append(Shell(("apt-get update",), state, state))
+                self.lists_fresh = True
+            return items + [Shell((text,), state, state)]
         for option in apt.dropped_options:
             out.notes.append(f"apt option {option} dropped (stardock runs apt-get with its own options)")
-        out.apt += [str(p) for p in apt.packages if p != _SSH_SERVER]
-        return []
+        packages = tuple(str(p) for p in apt.packages if p != SSH_SERVER)
+        self.lists_fresh = False
+        return [AptStep(packages, apt.recommends)] if packages else []
 
-    def _pip_segment(self, seg: Segment, pip: _Pip, cwd: str, out: Lifted) -> List[str]:
+    def _pip_segment(self, seg: Segment, pip: PipCommand, state: ShellState, out: Lifted) -> List[Item]:
+        cwd = state.cwd or "/"
         missing = [f for f in pip.files if not self.in_image(f, cwd)]
-        if missing:
+        if missing and not state.moved and not missing[0].startswith("/"):
             out.dropped.append((one_line(seg.text), f"reads {missing[0]}, which the recipe does not copy "
                                 "into the image; list it under files: and add the step by hand"))
             return []
-        if pip.problem:
-            out.notes.append(f"`{one_line(seg.text, 80)}` kept as a build step: packages.pip cannot "
-                             f"express {pip.problem}")
-            return [seg.text]
-        if pip.upgrade_pip:
-            out.notes.append("`pip install --upgrade pip` dropped: stardock's Python environment brings "
-                             "its own pip")
-        out.pip += [r for r in pip.requirements if not (pip.upgrade_pip and r == "pip")]
-        return []
+        if missing:   # after a cd into what an earlier step made (a git clone), or a path it made
+            out.notes.append(f"`{one_line(seg.text, 80)}` reads {missing[0]}, which the recipe does not copy "
+                             "into the image: kept, as an earlier build step must make it")
+        other = pip.foreign or self.foreign_python
+        if other:
+            out.notes.append(f"`{one_line(seg.text, 80)}` kept as written: it is the pip of another Python "
+                             f"({other}), not stardock's Python environment")
+            return [self._keep(seg, state)]
+        if pip.problem or pip.replaces or not state.exact:
+            if pip.problem:
+                out.notes.append(f"`{one_line(seg.text, 80)}` kept as a build step: a pip item cannot "
+                                 f"express {pip.problem}")
+            elif pip.upgrade_pip and pip.requirements == ["pip"]:
+                out.notes.append("`pip install --upgrade pip` dropped: stardock's Python environment brings "
+                                 "its own pip")
+                return []
+            return [self._keep(seg, state, pip=True)]
+        return [PipStep(tuple(pip.requirements))] if pip.requirements else []
+
+
+def _merge(items: List[Item]) -> List[Item]:
+    """Consecutive shell lines as one Shell (they need only the first's state), consecutive
+    installs of one kind as one item."""
+    out: List[Item] = []
+    for item in items:
+        last = out[-1] if out else None
+        if isinstance(item, Shell) and isinstance(last, Shell):
+            out[-1] = Shell(last.lines + item.lines, last.need, item.after, last.pip or item.pip)
+        elif isinstance(item, AptStep) and isinstance(last, AptStep) and last.recommends == item.recommends:
+            out[-1] = AptStep(tuple(dict.fromkeys(last.packages + item.packages)), last.recommends)
+        elif isinstance(item, PipStep) and isinstance(last, PipStep):
+            out[-1] = PipStep(tuple(dict.fromkeys(last.requirements + item.requirements)))
+        else:
+            out.append(item)
+    return out
 
 
 def redact(text: str) -> str:

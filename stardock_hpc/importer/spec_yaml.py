@@ -32,6 +32,8 @@ def render_yaml(result: ImportResult) -> str:
     head = [f"# stardock.yaml imported from {result.source.name} ({result.kind}) by stardock-hpc "
             f"{__version__}.",
             "# Review it, then build it: stardock build stardock.yaml"]
+    if result.changes:
+        head += ["#", "# THE BASE IS NOT THE RECIPE'S:"] + [f"#   - {_comment(c)}" for c in result.changes]
     if result.not_carried:
         head += ["#", f"# Not carried over ({len(result.not_carried)}):"]
         head += [f"#   - {_comment(str(item))}" for item in result.not_carried]

@@ -63,13 +63,14 @@ def test_appendix_a_dockerfile(catalog):
                  "wget", "build-essential"]
     apps = lifted_apps(catalog, requested, ["iraf", "ds9", "astropy"])
     covered = {p for a in apps for p in catalog.apps[a].install["debian"].apt}
+    # build: is the recipe in its order: the apt install where the RUN is, the COPY into the home
+    # directory after `useradd -m` made it (issue 11, defect 2: files used to come first)
     assert result.spec == {
         "name": "appendix-a",
         "base": "debian:bookworm",
         **({"apps": apps} if apps else {}),
-        "packages": {"apt": [p for p in requested if p not in covered]},
-        "files": [{"src": "login.cl", "dest": "/home/stardock/login.cl"}],
         "build": [
+            {"apt": [p for p in requested if p not in covered]},   # --no-install-recommends: recommends false
             "cd /tmp",
             "wget -q https://heasarc.gsfc.nasa.gov/FTP/software/fitsio/c/cfitsio-4.3.0.tar.gz",
             "tar xzf cfitsio-4.3.0.tar.gz",
@@ -77,15 +78,15 @@ def test_appendix_a_dockerfile(catalog):
             "./configure --prefix=/usr/local",
             "make",
             "make install",
-            "cd /",
+            "cd /",    # the RUN's own: the next RUN starts in / and the shell is there already
             "rm -rf /tmp/cfitsio-4.3.0*",
-            "cd /",  # the next RUN starts in / again (stardock's build is one shell)
             "useradd -m -s /bin/bash stardock",
+            {"files": [{"src": "login.cl", "dest": "/home/stardock/login.cl"}]},
         ],
         "env": {"IRAFARCH": "linux64", "iraf": "/usr/lib/iraf/", "TERM": "xterm", "LANG": "C.UTF-8"},
         "labels": {"maintainer": "StarDock team <stardock@example.org>"},
     }
-    assert list(result.spec) == [k for k in ("name", "base", "apps", "packages", "files", "build", "env",
+    assert list(result.spec) == [k for k in ("name", "base", "apps", "build", "env",
                                               "command", "labels") if k in result.spec]
     reasons = dropped(result)
     assert reasons[(7, "ENV")].startswith("only matters to apt")
@@ -116,11 +117,11 @@ def test_apptainer_definition(catalog):
         "name": "m51",
         "base": "debian:bookworm",
         **({"apps": apps} if apps else {}),
-        "packages": {"apt": [p for p in requested if p not in covered],
-                     "pip": ["photutils==1.6.0", "astroquery>=0.4"]},
-        "files": [{"src": "pipeline", "dest": "/opt/pipeline"},
-                  {"src": "requirements.txt", "dest": "/opt/requirements.txt"}],
         "build": [
+            {"files": [{"src": "pipeline", "dest": "/opt/pipeline"},          # %files runs before %post
+                       {"src": "requirements.txt", "dest": "/opt/requirements.txt"}]},
+            {"apt": [p for p in requested if p not in covered]},
+            {"pip": ["photutils==1.6.0", "astroquery>=0.4"]},
             "pip3 install -r /opt/requirements.txt",  # a copied file: kept as a build step
             "mkdir -p /data/out",
             "cd /opt/pipeline",
@@ -138,7 +139,7 @@ def test_apptainer_definition(catalog):
     }
     assert [(i.line, i.instruction.split()[0]) for i in result.not_carried] == [(36, "%help"), (39, "%test")]
     assert any("-r /opt/requirements.txt" in n for n in result.notes)
-    assert env.files[1].source == path.parent / "requirements.txt"
+    assert env.build[0].files[1].source == path.parent / "requirements.txt"
 
 
 # --- ENV forms, ADD, multi-line RUN ------------------------------------------------------------
@@ -151,11 +152,12 @@ def test_env_forms_add_and_multiline_run(tmp_path, catalog):
     result, text, env = imported(work / "Dockerfile", catalog)
     assert env.env == {"K": "a b", "A": "1", "B": "two words", "C": "single quoted", "D": "with space",
                        "E": "1-two words"}
-    assert result.spec["base"] == "ubuntu:22.04"
-    assert any("ubuntu:22.04: the site must offer this base" in n for n in result.notes)
-    assert result.spec["packages"] == {"apt": ["wget", "ca-certificates"]}
-    assert result.spec["files"] == [{"src": "notes.txt", "dest": "/opt/notes.txt"}]
-    assert result.spec["build"] == ["wget -O /tmp/get.sh https://example.org/get.sh", "sh /tmp/get.sh",
+    # issue 11, defect 4: the base used to stay ubuntu:22.04, which no site offers (render failed)
+    assert result.spec["base"] == "debian:bookworm"
+    assert [c.split(" -> ")[0] for c in result.changes] == ["line 1: FROM ubuntu:22.04"]
+    assert result.spec["build"] == [{"files": [{"src": "notes.txt", "dest": "/opt/notes.txt"}]},
+                                    {"apt": ["wget", "ca-certificates"], "recommends": True},
+                                    "wget -O /tmp/get.sh https://example.org/get.sh", "sh /tmp/get.sh",
                                     "mkdir -p /opt/tool", "echo built > /opt/tool/VERSION"]
     reasons = dropped(result)
     assert "reserved" in reasons[(6, "ENV")]
@@ -295,24 +297,25 @@ def test_apt_from_an_added_repository_stays_in_the_build(tmp_path, catalog):
                       " && apt-get update && apt-get install -y ex-tool openssh-server \\\n"
                       " && rm -rf /var/lib/apt/lists/*\n")
     result, _text, _spec = imported(path, catalog)
-    assert result.spec["packages"] == {"apt": ["curl", "gnupg"]}
-    assert result.spec["build"][2:] == ["apt-get update", "apt-get install -y ex-tool",
+    assert result.spec["build"][0] == {"apt": ["curl", "gnupg"], "recommends": True}
+    assert result.spec["build"][3:] == ["apt-get update", "apt-get install -y ex-tool",
                                         "rm -rf /var/lib/apt/lists/*"]
     assert [i.reason for i in result.not_carried] == [REASON_SSHD]
     assert any("a repository the recipe adds" in n for n in result.notes)
 
 
-@pytest.mark.parametrize("run, pip, build, carried", [
-    ("pip install -U pip && pip install numpy 'astropy[all]>=6'", ["numpy", "astropy[all]>=6"], [], True),
-    ("python3 -m pip install --no-cache-dir scipy==1.11", ["scipy==1.11"], [], True),
-    ("pip install --index-url https://pypi.example.org/simple numpy", [],
-     ["pip install --index-url https://pypi.example.org/simple numpy"], True),
-    ("pip install -r requirements.txt", [], [], False),
-    ("pip install git+https://github.com/x/y.git", [], ["pip install git+https://github.com/x/y.git"], True),
+@pytest.mark.parametrize("run, build, carried", [
+    ("pip install -U pip && pip install numpy 'astropy[all]>=6'", [{"pip": ["numpy", "astropy[all]>=6"]}], True),
+    ("python3 -m pip install --no-cache-dir scipy==1.11", [{"pip": ["scipy==1.11"]}], True),
+    # kept as written, in stardock's venv (made first): pip would otherwise be Debian's, which refuses
+    ("pip install --index-url https://pypi.example.org/simple numpy",
+     [{"pip": ["pip"]}, "pip install --index-url https://pypi.example.org/simple numpy"], True),
+    ("pip install -r requirements.txt", [], False),
+    ("pip install git+https://github.com/x/y.git", [{"pip": ["pip"]}, "pip install git+https://github.com/x/y.git"],
+     True),
 ])
-def test_pip(tmp_path, catalog, run, pip, build, carried):
+def test_pip(tmp_path, catalog, run, build, carried):
     result, _text, _spec = imported(dockerfile(tmp_path, f"FROM debian:bookworm\nRUN {run}\n"), catalog)
-    assert result.spec.get("packages", {}).get("pip", []) == pip
     assert result.spec.get("build", []) == build
     assert (not result.not_carried) == carried
 
@@ -328,8 +331,8 @@ def test_run_heredoc_exec_form_and_apt_options(tmp_path, catalog):
                       'RUN ["/bin/echo", "hello world"]\n'
                       "RUN apt-get -y dist-upgrade\n")
     result, _text, _spec = imported(path, catalog)
-    assert result.spec["packages"] == {"apt": ["jq"]}
-    assert result.spec["build"] == ["cat > /etc/x.conf <<'CONF'", "  key = value", "CONF",
+    assert result.spec["build"] == [{"apt": ["jq"], "recommends": True},
+                                    "cat > /etc/x.conf <<'CONF'", "  key = value", "CONF",
                                     "/bin/echo 'hello world'"]
     assert [(i.line, i.reason.split()[0]) for i in result.not_carried] == [(9, "stardock")]
     assert any("-o Dpkg::Options::=--force-confold" in n for n in result.notes)
@@ -389,11 +392,12 @@ def test_copy_sources(tmp_path, catalog):
                       "COPY missing.txt /x\n"
                       "COPY ../outside /y\n")
     result, _text, spec = imported(path, catalog)
-    assert result.spec["files"] == [{"src": "src/a.py", "dest": "/app/a.py"},
-                                    {"src": "src/b.py", "dest": "/app/b.py"},
-                                    {"src": "run.sh", "dest": "/usr/local/bin/run.sh"},
-                                    {"src": ".", "dest": "/ctx"}]
-    assert "chmod 755 /usr/local/bin/run.sh" in result.spec["build"]
+    assert result.spec["build"] == [
+        {"files": [{"src": "src/a.py", "dest": "/app/a.py"}, {"src": "src/b.py", "dest": "/app/b.py"},
+                   {"src": "run.sh", "dest": "/usr/local/bin/run.sh"}]},
+        "mkdir -p /app", "cd /app",    # the chmod runs where the recipe is: its WORKDIR
+        "chmod 755 /usr/local/bin/run.sh",
+        {"files": [{"src": ".", "dest": "/ctx"}]}]
     assert [i.line for i in result.not_carried] == [2, 6, 7]
 
 
@@ -403,9 +407,9 @@ def test_spec_written_elsewhere_names_sources_relative_to_it(tmp_path, catalog):
     (recipe_dir / "tool.py").write_text("")
     path = dockerfile(recipe_dir, "FROM debian:bookworm\nCOPY tool.py /opt/\n")
     result, _text, _spec = imported(path, catalog, spec_dir=tmp_path / "project")
-    assert result.spec["files"] == [{"src": "docker/tool.py", "dest": "/opt/tool.py"}]
+    assert result.spec["build"] == [{"files": [{"src": "docker/tool.py", "dest": "/opt/tool.py"}]}]
     result = import_recipe(path, catalog=catalog, spec_dir=tmp_path / "elsewhere")
-    assert "files" not in result.spec and "outside the spec's directory" in result.not_carried[0].reason
+    assert "build" not in result.spec and "outside the spec's directory" in result.not_carried[0].reason
 
 
 # --- Apptainer specifics ---------------------------------------------------------------------
@@ -423,11 +427,13 @@ def test_definition_stages_bootstrap_and_environment_file(tmp_path, catalog):
                     "%startscript\n    nginx\n"
                     "%appinstall foo\n    make foo\n")
     result, _text, spec = imported(path, catalog)
-    assert "base" not in result.spec
+    assert result.spec["base"] == "debian:bookworm"   # ubuntu:22.04 from the library: mapped, and said
+    assert result.changes[0].startswith("line 8: Bootstrap: library, From: ubuntu:22.04 -> base debian:bookworm")
     assert spec.env == {"GREETING": "hello there", "A": "1"}
     assert result.spec["command"] == 'cd /data\nexec ./run "$@"'
     assert [i.instruction.split()[0] for i in result.not_carried] == [
-        "Bootstrap:", "Bootstrap:", "%setup", "echo", "%environment:", "%startscript", "%appinstall"]
+        "Bootstrap:", "%setup:", "echo", "%environment:", "%startscript", "%appinstall"]
+    assert any("in the spec's command they are empty" in n for n in result.notes)
 
 
 def test_default_names():
