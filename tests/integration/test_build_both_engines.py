@@ -2,12 +2,16 @@
 both images (issue 3). Also: hostile values reach the images literally."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
+from clitools import remove, shared_dir, stardock, write_spec
 
+from stardock_hpc.cache import Cache
 from stardock_hpc.catalog import load_catalog
 from stardock_hpc.context import write_context
 from stardock_hpc.engines import get_engine
@@ -131,3 +135,22 @@ def test_hostile_runtime_env_arrives_literally(hostile):
     proc = hostile.run("printenv", "RUNTIME", env={"RUNTIME": value})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == value + "\n"
+
+
+@pytest.mark.parametrize("engine", [pytest.param(e, marks=m) for e, m in ENGINE_MARKS.items()])
+def test_a_step_failing_inside_an_and_list_fails_the_build_and_nothing_is_cached(engine, tmp_path):
+    """Issue 11: `make && make install` failing in make used to build and cache a broken image."""
+    directory = shared_dir("stardock-andlist-")
+    name = f"andlist-{uuid.uuid4().hex[:8]}"
+    try:
+        spec = write_spec(directory, f"name: {name}\nbuild:\n  - echo before > /before\n"
+                                     "  - false && echo never-echoed\n  - echo after > /after\n")
+        proc = stardock("build", str(spec), "--engine", engine)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert "build step failed (exit 1): false && echo never-echoed" in proc.stderr
+        site = load_site()
+        assert not [e for e in Cache(site.cache, site.trusted_builders).entries() if e.meta.get("name") == name]
+        listed = json.loads(stardock("images", "--json").stdout)
+        assert name not in {row["name"] for row in listed}
+    finally:
+        remove(directory)
