@@ -136,7 +136,12 @@ def emit(result: Dict, as_json: bool, render: Callable[[Dict], str]) -> None:
         print(render(result))
 
 
+SHARED = Path(os.environ.get("STARDOCK_TESTBED", "/var/tmp/stardock-testbed")) / "shared"
+
+
 def workdir(prefix: str, parent: Optional[Path] = None) -> Path:
+    """A work directory the compute nodes see too (their /tmp is their own)."""
+    parent = parent or (SHARED if SHARED.is_dir() else None)
     path = Path(tempfile.mkdtemp(prefix=prefix, dir=str(parent) if parent else None))
     path.chmod(0o755)
     return path

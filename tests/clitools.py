@@ -46,9 +46,13 @@ def stardock_json(*args: str, **kw) -> dict:
     return json.loads(proc.stdout)
 
 
+SHARED = Path(os.environ.get("STARDOCK_TESTBED", "/var/tmp/stardock-testbed")) / "shared"
+
+
 def shared_dir(prefix: str = "stardock-test-") -> Path:
-    """A directory both test users can read (pytest's tmp_path is private to the test user)."""
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    """A directory both test users can read, on the storage every node shares (a job runs on a
+    compute node, whose /tmp is its own)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=SHARED if SHARED.is_dir() else "/tmp"))
     path.chmod(0o755)
     return path
 

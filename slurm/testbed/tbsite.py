@@ -11,6 +11,7 @@ from tbcommon import ETC, REST_PORT, STATE, write_if_changed
 
 VOLUMES = STATE / "volumes"
 CACHE = STATE / "cache"
+SHARED = STATE / "shared"   # what the test users share with every node (like a parallel file system)
 CACHE_LAYOUT = ("entries", "tmp", "locks", "used", "inuse")  # stardock_hpc/cache.py SUBDIRS
 
 
@@ -97,7 +98,7 @@ def cache_layout() -> None:
 
 def up() -> bool:
     for d, mode in ((VOLUMES, 0o755), (VOLUMES / "archive", 0o755), (VOLUMES / "scratch", 0o1777),
-                    (CACHE, 0o1777)):
+                    (CACHE, 0o1777), (SHARED, 0o1777)):
         d.mkdir(parents=True, exist_ok=True)
         os.chmod(d, mode)
     cache_layout()

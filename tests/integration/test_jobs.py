@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import tarfile
 import time
@@ -23,8 +22,15 @@ ARCHIVE = Path(os.environ.get("STARDOCK_TESTBED", "/var/tmp/stardock-testbed")) 
 HOG = "x=$(head -c 300M /dev/zero | tr '\\0' a); sleep 5; echo ${#x}"
 
 
-@pytest.fixture(scope="module")
-def workdir():
+# Every job of this module runs on node2, then every one on node3: nothing may rely on the login
+# side's /tmp, /run or environment (the nodes have their own).
+NODES = ("node2", "node3")
+PLACE = {"node": NODES[0]}
+
+
+@pytest.fixture(scope="module", params=NODES)
+def workdir(request):
+    PLACE["node"] = request.param
     path = shared_dir("stardock-jobs-")
     write_spec(path, "name: jobs-test\nenv: {GREETING: hello}\n")
     yield path
@@ -39,7 +45,8 @@ def script(directory: Path, name: str, body: str) -> Path:
 
 
 def submit(workdir: Path, *args: str, engine: str = "podman") -> str:
-    proc = stardock("sbatch", "--parsable", "--env", "stardock.yaml", "--engine", engine, *args, cwd=workdir)
+    proc = stardock("sbatch", "--parsable", f"--nodelist={PLACE['node']}", "--env", "stardock.yaml",
+                    "--engine", engine, *args, cwd=workdir)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip().split(";")[0]
 
@@ -202,7 +209,7 @@ def test_hostile_names_in_scripts_arguments_and_mounts_run_literally(workdir):
     path = script(odd, "it's a $(script).sh", "printf '[%s]\\n' \"$0\" \"$@\"\n"
                   "cat '/data/archive/odd names/it'\"'\"'s $(x) \"q\"/data.txt'\n")
     args = ["plain", "two words", "it's", "$(id)", "`id`", "line1\nline2", "--mem=1G", "*", ""]
-    proc = stardock("sbatch", "--parsable", "--env", "../stardock.yaml", "--mount",
+    proc = stardock("sbatch", "--parsable", f"--nodelist={PLACE['node']}", "--env", "../stardock.yaml", "--mount",
                     "archive/odd names/it's $(x) \"q\"", "--output=hostile-%j.out", str(path), *args, cwd=odd)
     assert proc.returncode == 0, proc.stderr
     job = proc.stdout.strip()
@@ -215,7 +222,8 @@ def test_hostile_names_in_scripts_arguments_and_mounts_run_literally(workdir):
 
 
 def test_wrap_runs_inside_the_container(workdir):
-    proc = stardock("sbatch", "--parsable", "--env", "stardock.yaml", "--output=wrap-%j.out", "--wrap",
+    proc = stardock("sbatch", "--parsable", f"--nodelist={PLACE['node']}", "--env", "stardock.yaml",
+                    "--output=wrap-%j.out", "--wrap",
                     'echo "$GREETING from $(cat /etc/debian_version) as $(id -u)"', cwd=workdir)
     assert proc.returncode == 0, proc.stderr
     job = proc.stdout.strip()
@@ -226,7 +234,8 @@ def test_wrap_runs_inside_the_container(workdir):
 
 def test_the_container_gets_a_clean_explicit_environment(workdir):
     env = {"XDG_RUNTIME_DIR": "/run/user/999999/nonexistent", "LEAKY_SECRET": "s3cret", "KEEP_ME": "kept"}
-    proc = stardock("sbatch", "--parsable", "--env", "stardock.yaml", "--pass-env", "KEEP_ME",
+    proc = stardock("sbatch", "--parsable", f"--nodelist={PLACE['node']}", "--env", "stardock.yaml",
+                    "--pass-env", "KEEP_ME",
                     "--output=env-%j.out", str(script(workdir, "env.sh", "env | sort\n")), cwd=workdir, env=env)
     assert proc.returncode == 0, proc.stderr
     job = proc.stdout.strip()
@@ -317,7 +326,7 @@ def test_a_container_left_by_a_dead_wrapper_is_removed_by_the_next_job(workdir):
     finished(first)
     jobs = Path.home() / ".local" / "share" / "stardock" / "jobs"
     image = json.loads((jobs / first / "run.json").read_text())["image"]
-    marks = jobs / ".running" / socket.gethostname()  # the testbed's only node is this machine
+    marks = jobs / ".running" / PLACE["node"]  # the node's own marks: the next job there cleans up
     assert not [p.name for p in marks.iterdir()], "a finished job must leave no mark"
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -377,7 +386,8 @@ def _in_terminal(argv: list, keys: bytes, cwd: Path, timeout: float = 180) -> st
 
 def test_shell_opens_an_interactive_session_in_the_environment(workdir):
     from clitools import stardock_argv
-    argv = stardock_argv("shell", "--env", "stardock.yaml", "--mount", "archive/m51", "-t", "5", "--",
+    argv = stardock_argv("shell", "--env", "stardock.yaml", "--mount", "archive/m51", "-t", "5",
+                         f"--nodelist={PLACE['node']}", "--",
                          "/bin/sh", "-i")
     out = _in_terminal(argv, b"echo inside-$((6*7)) $GREETING; ls /data/archive/m51; id -u; exit\n", workdir)
     assert "inside-42 hello" in out and "m51-r.fits" in out and f"\n{os.getuid()}" in out.replace("\r", ""), out

@@ -12,7 +12,9 @@ import pytest
 TESTBED_DIR = Path(__file__).resolve().parents[2] / "slurm" / "testbed"
 TESTBED = TESTBED_DIR / "testbed"
 STATE = Path(os.environ.get("STARDOCK_TESTBED", "/var/tmp/stardock-testbed"))
-DAEMONS = ["munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd", "slurmrestd"]
+NODES = ["node1", "node2", "node3"]
+DAEMONS = ["munged", "mariadbd", "slurmdbd", "slurmctld", "slurmrestd"]
+PIDFILES = DAEMONS + [f"slurmd-{n}" for n in NODES]   # each node's slurmd
 
 sys.path.insert(0, str(TESTBED_DIR))
 import tbcommon  # noqa: E402
@@ -23,7 +25,7 @@ def run_testbed(*args):
 
 
 def pids():
-    return {d: (STATE / "run" / f"{d}.pid").read_text().strip() for d in DAEMONS}
+    return {d: (STATE / "run" / f"{d}.pid").read_text().strip() for d in PIDFILES}
 
 
 def config_stamps():
@@ -45,9 +47,11 @@ def test_status_reports_every_daemon_running():
     out = run_testbed("status")
     assert out.returncode == 0, out.stdout + out.stderr
     lines = {line.split()[0]: line for line in out.stdout.splitlines() if line.strip()}
-    for d in DAEMONS:
+    for d in DAEMONS + [f"slurmd@{n}" for n in NODES]:
         assert "running, pid" in lines[d], out.stdout
-    assert ": idle" in out.stdout or ": mixed" in out.stdout
+    for n in NODES:
+        assert any(line.startswith(f"node {n}: 10.66.0.") and line.split(", ")[-1] in ("idle", "mixed", "allocated")
+                   for line in out.stdout.splitlines()), out.stdout
 
 
 def test_stop_by_pidfile_spares_a_process_that_is_not_the_daemon(tmp_path):
@@ -68,7 +72,7 @@ def test_down_stops_the_daemons_and_up_brings_them_back():
     assert down.returncode == 0, down.stderr
     status = run_testbed("status")
     assert status.returncode == 1
-    assert status.stdout.count("stopped") == len(DAEMONS)
+    assert status.stdout.count("stopped") == len(DAEMONS) + len(NODES)
     up = run_testbed("up")
     assert up.returncode == 0, up.stderr
     assert run_testbed("status").returncode == 0
