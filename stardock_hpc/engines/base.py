@@ -77,6 +77,7 @@ class Engine(ABC):
         the container alone)."""
         return {}
 
-    def remove_run(self, name: str) -> None:
-        """Remove what an interrupted run named name left behind (engines that keep state)."""
-        return None
+    def remove_run(self, name: str) -> bool:
+        """Remove what an interrupted run named name left behind (engines that keep state);
+        whether nothing of it is left."""
+        return True

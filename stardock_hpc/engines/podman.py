@@ -115,9 +115,10 @@ class PodmanEngine(Engine):
             argv += ["--workdir", workdir]
         return argv + [image.ref, *command]
 
-    def remove_run(self, name: str) -> None:
+    def remove_run(self, name: str) -> bool:
         # `podman run --rm` removes the container itself unless it was interrupted
-        proc.run(["podman", "rm", "--force", "--ignore", name], check=False)
+        out = proc.run(["podman", "rm", "--force", "--ignore", name], check=False)
+        return out.ok
 
 
 class BuildFailed(ExternalError):

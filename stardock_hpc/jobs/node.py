@@ -77,6 +77,7 @@ def runtime_dir(uid: int) -> str:
     standard = Path(f"/run/user/{uid}")
     try:
         if standard.is_dir() and standard.stat().st_uid == uid:
+            forget_dead_pause_process(standard)
             return str(standard)
     except OSError:
         pass
@@ -92,7 +93,45 @@ def runtime_dir(uid: int) -> str:
         return tempfile.mkdtemp(prefix=f"stardock-runtime-{uid}-")
     os.chmod(private, 0o700)
     forget_earlier_boots(private)
+    forget_dead_pause_process(private)
     return str(private)
+
+
+PAUSE_DIR = ("libpod", "tmp")
+
+
+def forget_dead_pause_process(runtime: Path) -> None:
+    """Let Podman start a new pause process when the last one died with the job that made it.
+
+    Rootless Podman keeps its user namespace open with a pause process, started by the user's
+    first Podman command on the node, in that job's cgroup: when that job ends, Slurm kills it.
+    Its "alive" marker stays, and every later Podman command of the user on the node fails
+    ("invalid internal status ... could not find any running process"). Without a live pause
+    process the marker is stale: removed, Podman makes a new namespace (with the same mappings)."""
+    tmp = runtime.joinpath(*PAUSE_DIR)
+    if not (tmp / "alive").exists():
+        return
+    try:
+        lock = os.open(tmp / "alive.lck", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return
+    try:
+        fcntl.lockf(lock, fcntl.LOCK_EX)  # Podman holds it (a POSIX lock) while it sets the namespace up
+        try:
+            pid = int((tmp / "pause.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pid = None
+        if pid is not None and process_exists(pid):
+            return
+        for name in ("alive", "pause.pid"):
+            try:
+                (tmp / name).unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log(f"warning: cannot clear Podman's stale state {tmp / name}: {exc.strerror}")
+    finally:
+        os.close(lock)
 
 
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
@@ -128,9 +167,11 @@ def remove_orphans(marks: RunMarks) -> None:
     """Remove containers of this user's earlier jobs on this node that never got cleaned up."""
     try:
         for name, engine in marks.orphans(process_exists):
-            get_engine(engine).remove_run(name)
-            marks.unmark(name)
-            log(f"removed {name}, left on this node by a job that ended without cleaning up")
+            if get_engine(engine).remove_run(name):
+                marks.unmark(name)  # kept otherwise: the next job tries again
+                log(f"removed {name}, left on this node by a job that ended without cleaning up")
+            else:
+                log(f"warning: could not remove {name}, left on this node by an earlier job; the next job tries again")
     except (OSError, StardockError) as exc:  # best effort: never fail this job over an earlier one
         log(f"warning: could not remove what earlier jobs left: {exc}")
 

@@ -31,3 +31,32 @@ def test_a_directory_without_a_stamp_is_emptied_once(tmp_path, monkeypatch):
     (runtime / "alive").write_text("")  # this boot's Podman state
     node.forget_earlier_boots(runtime)
     assert (runtime / "alive").exists(), "state of the current boot must be kept"
+
+
+def pause_state(runtime, pid=None):
+    tmp = runtime / "libpod" / "tmp"
+    tmp.mkdir(parents=True)
+    (tmp / "alive").write_text("")
+    if pid is not None:
+        (tmp / "pause.pid").write_text(f"{pid}\n")
+    return tmp
+
+
+def test_the_marker_of_a_pause_process_killed_with_its_job_is_forgotten(tmp_path):
+    """Slurm kills the pause process with the job that started it; the next job on the node
+    must not find Podman's "alive" marker without it ("invalid internal status")."""
+    import subprocess
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    for pid in (None, dead.pid):
+        runtime = tmp_path / f"rt-{pid}"
+        tmp = pause_state(runtime, pid)
+        node.forget_dead_pause_process(runtime)
+        assert not (tmp / "alive").exists() and not (tmp / "pause.pid").exists()
+
+
+def test_a_live_pause_process_is_left_alone(tmp_path):
+    import os
+    tmp = pause_state(tmp_path, os.getpid())
+    node.forget_dead_pause_process(tmp_path)
+    assert (tmp / "alive").exists() and (tmp / "pause.pid").exists()
