@@ -23,6 +23,8 @@ APT_PACKAGES = [
     "squashfs-tools", "squashfuse", "fuse2fs", "containernetworking-plugins", "patchelf",
     # base images and the test user's Python
     "debootstrap", "zstd", "python3-venv", "python3-pip", "ca-certificates", "sudo",
+    # the compute nodes (network namespaces, veth pairs, a bridge)
+    "iproute2",
 ]
 
 APPTAINER_GLIBC = Path("/opt/stardock-testbed-glibc")  # sid's glibc, for apptainer only
