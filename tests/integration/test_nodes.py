@@ -72,7 +72,8 @@ def test_tmp_and_run_are_each_nodes_own_and_home_and_cache_are_shared(work):
     first = sbatch("-w", "node1", "-t", "1", f"--chdir={work}", f"--output={work}/n1-%j.out", "--wrap", probe)
     wait_job(first)
     second = sbatch("-w", "node2", "-t", "1", f"--chdir={work}", f"--output={work}/n2-%j.out", "--wrap",
-                    f"test -e /tmp/probe-{token} && echo seen || echo missing; cat $HOME/.probe-{token}; stat -c %i {cache}; "
+                    f"test -e /tmp/probe-{token} && echo seen || echo missing; "
+                    f"cat $HOME/.probe-{token}; stat -c %i {cache}; "
                     "grep ' /run ' /proc/self/mountinfo | cut -d' ' -f1-4; echo $(hostname)")
     wait_job(second)
     one = (work / f"n1-{first}.out").read_text().split("\n")
