@@ -17,6 +17,7 @@ COMMANDS: Dict[str, Tuple[str, str, str]] = {
     "build": ("stardock_hpc.commands.images", "build", "Build SPEC unless the shared cache already has it."),
     "cancel": ("stardock_hpc.commands.jobs", "cancel", "Cancel a job; nothing of it remains."),
     "doctor": ("stardock_hpc.commands.doctor", "doctor", "Check this machine, the site config and Slurm."),
+    "exec": ("stardock_hpc.commands.jobs", "exec_cmd", "Run one command in an environment, here."),
     "images": ("stardock_hpc.commands.images", "images", "List the shared cache's images (or inspect / prune)."),
     "import": ("stardock_hpc.commands.importcmd", "import_recipe_cmd", "Turn a Dockerfile or .def into a spec."),
     "logs": ("stardock_hpc.commands.jobs", "logs", "Print a job's output file."),

@@ -121,6 +121,7 @@ class Limits:
 @dataclass(frozen=True)
 class Policy:
     network: bool = False           # containers get a network at run time
+    node_network: bool = True       # multi-node jobs and MPI steps share the node's network
     custom_build: bool = True       # specs may carry their own build steps
     pip: bool = True                # specs may install from PyPI
     limits: Limits = Limits()
@@ -246,6 +247,10 @@ def site_type() -> Obj:
         }, make=lambda **kw: SchedulerConfig(**kw)), default=SchedulerConfig()),
         "policy": Key(Obj({
             "network": Key(Bool("Containers get a network at run time."), default=False),
+            "node_network": Key(Bool("The containers of a job on several nodes, and the tasks of its MPI steps, "
+                                     "share the node's network: MPI needs the nodes' interconnect and "
+                                     "slurmstepd's PMIx server. false keeps them off every network (MPI "
+                                     "across containers then fails)."), default=True),
             "custom_build": Key(Bool("Specs may carry their own build steps."), default=True),
             "pip": Key(Bool("Specs may install packages from PyPI."), default=True),
             "limits": Key(limits, default=Limits()),
@@ -353,7 +358,8 @@ def site_settings(site: Site) -> Dict[str, Any]:
         "scheduler": {"backend": site.scheduler.backend, "rest_url": site.scheduler.rest_url,
                       "rest_api": site.scheduler.rest_api, "rest_token": site.scheduler.rest_token,
                       "partition": site.scheduler.partition},
-        "policy": {"network": site.policy.network, "custom_build": site.policy.custom_build,
+        "policy": {"network": site.policy.network, "node_network": site.policy.node_network,
+                   "custom_build": site.policy.custom_build,
                    "pip": site.policy.pip,
                    "limits": {"mem": site.policy.limits.mem, "cpus": site.policy.limits.cpus,
                               "time": site.policy.limits.time, "pids": site.policy.limits.pids},

@@ -25,6 +25,9 @@ APT_PACKAGES = [
     "debootstrap", "zstd", "python3-venv", "python3-pip", "ca-certificates", "sudo",
     # the compute nodes (network namespaces, veth pairs, a bridge)
     "iproute2",
+    # Slurm's mpi/pmix plugin opens libpmix.so (the -dev package's link); bare MPI on the nodes
+    # for the benches' baselines (the same Debian OpenMPI the catalog's openmpi app installs)
+    "libpmix-dev", "openmpi-bin", "libopenmpi-dev", "python3-mpi4py",
 ]
 
 APPTAINER_GLIBC = Path("/opt/stardock-testbed-glibc")  # sid's glibc, for apptainer only

@@ -11,7 +11,7 @@ from stardock_hpc.commands.options import common_options, echo_json, state
 from stardock_hpc.errors import UsageError
 from stardock_hpc.jobs.records import split_job_id
 from stardock_hpc.jobs.report import job_report, pack_outputs, scheduler_for, user_records
-from stardock_hpc.jobs.shell import parse_shell_args, run_shell
+from stardock_hpc.jobs.shell import parse_exec_args, parse_shell_args, run_exec, run_shell
 from stardock_hpc.site import load_site
 from stardock_hpc.slurm.values import TERMINAL
 
@@ -103,3 +103,20 @@ def shell(argv) -> None:
     shell_req = parse_shell_args(list(argv), Path.cwd())
     site = load_site(shell_req.req.site or state().site)
     sys.exit(run_shell(shell_req, site, lambda line: click.echo(f"  | {line}", err=True)))
+
+
+@click.command(name="exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False,
+                                              "help_option_names": ["-h", "--help"]})
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+def exec_cmd(argv) -> None:
+    """Run one command in an environment, here, in its own container.
+
+    \b
+    stardock exec (--env SPEC | --image KEY) [--mount NAME[/SUB][:ro|:rw]]... [--engine E] -- CMD [ARGS]...
+
+    On a login node, or as the tasks of a plain sbatch script's step (`srun stardock exec ...`:
+    one container per task, with the job's output directory and the task's Slurm and PMI variables).
+    """
+    request = parse_exec_args(list(argv), Path.cwd())
+    site = load_site(request.req.site or state().site)
+    sys.exit(run_exec(request, site, lambda line: click.echo(f"  | {line}", err=True)))

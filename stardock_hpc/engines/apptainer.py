@@ -53,7 +53,7 @@ class ApptainerEngine(Engine):
         # --pid: the job sees only its own processes. Apptainer always sets no_new_privs itself.
         # Inherited descriptors (options.preserve_fds) pass through as they are.
         argv = ["apptainer", "--silent", "exec", "--cleanenv", "--contain", "--no-home", "--pid"]
-        if not options.network:
+        if not (options.network or options.host_network):  # otherwise the node's own network
             argv += ["--net", "--network=none"]
         for m in mounts:
             # --bind splits on ',' and ':' (refused in paths); --mount is CSV and chokes on quotes

@@ -32,6 +32,7 @@ class ImageRef:
 @dataclass(frozen=True)
 class RunOptions:
     network: bool = False
+    host_network: bool = False      # the node's own network (MPI across nodes, PMIx's server)
     uid: Optional[int] = None
     gid: Optional[int] = None
     runtime: Optional[str] = None   # Podman: the OCI runtime (our accounting shim around runc)

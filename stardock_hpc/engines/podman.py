@@ -90,7 +90,8 @@ class PodmanEngine(Engine):
                  env: Mapping[str, str], workdir: Optional[str], options: RunOptions) -> list:
         # no_new_privs: a setuid file in the image gains nothing (runc, not Podman, enforces it)
         argv = ["podman", "run", "--rm", "--pull=never", "--init",
-                f"--network={'slirp4netns' if options.network else 'none'}", "--userns=keep-id",
+                f"--network={'host' if options.host_network else 'slirp4netns' if options.network else 'none'}",
+                "--userns=keep-id",
                 "--security-opt=no-new-privileges"]
         if options.uid is not None:
             argv.append(f"--user={options.uid}:{options.gid if options.gid is not None else options.uid}")

@@ -27,7 +27,12 @@ from stardock_hpc.jobs.mounts import VolumeMount, unsafe_in
 from stardock_hpc.safefs import is_name
 
 FIRST_FD = 3
-PREFLIGHT = r"""fd=3
+PREFLIGHT = r"""if [ -n "${STARDOCK_PATH_PREFIX:-}" ]; then
+    PATH="$STARDOCK_PATH_PREFIX${PATH:+:$PATH}"
+    export PATH
+fi
+unset STARDOCK_PATH_PREFIX
+fd=3
 while [ "$1" != -- ]; do
     if ! [ "$1" -ef "/proc/self/fd/$fd" ]; then
         printf 'stardock: refusing to run: %s is not what was checked on the host (%s)\n' "$1" \
@@ -107,10 +112,12 @@ class Handover:
     exactly those): renumbered in the child, between fork and exec (preexec). Until then free
     numbers in that range are reserved here, so the pipes Popen makes cannot take them."""
 
-    def __init__(self, held: Sequence[Held]) -> None:
+    def __init__(self, held: Sequence[Held], extra: Sequence[int] = ()) -> None:
+        """extra: descriptors passed on after the held ones, unchecked (a task's PMI_FD)."""
         self.mounts = [h.mount for h in held]
-        self._highs = [fcntl.fcntl(h.fd, fcntl.F_DUPFD_CLOEXEC, 100) for h in held]
+        self._highs = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100) for fd in [h.fd for h in held] + list(extra)]
         release(held)
+        self.extra_fds = tuple(range(FIRST_FD + len(held), FIRST_FD + len(self._highs)))
         self._reserved: List[int] = []
         for i, high in enumerate(self._highs):
             if not _is_open(FIRST_FD + i):

@@ -35,6 +35,7 @@ class Launch:
     pids: int = 4096                      # process limit of the container (policy.limits.pids)
     entry_owner: int = -1                 # the entry's owner, trusted at submission (checked on the node)
     artifact_sha256: str = ""             # its artifact's digest at submission (checked on the node)
+    node_network: bool = False            # policy.node_network: several nodes or MPI share the node's network
     format: int = FORMAT
 
     def to_json(self) -> str:

@@ -27,20 +27,23 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from stardock_hpc import proctree
 from stardock_hpc.cache import Cache
 from stardock_hpc.engines import get_engine
 from stardock_hpc.engines.base import Engine, ImageRef, RunOptions
 from stardock_hpc.errors import StardockError
+from stardock_hpc.jobs import steps
 from stardock_hpc.jobs.binds import Handover, Held, checked_command, hold_path, hold_volume, release
 from stardock_hpc.jobs.launch import Launch
 from stardock_hpc.jobs.records import RecordStore
 from stardock_hpc.jobs.runmarks import RunMarks
 from stardock_hpc.jobs.userdirs import private_dir
+from stardock_hpc.resources import data_dir
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 SCRIPT_IN_CONTAINER = "/.stardock/job/script"
@@ -199,9 +202,96 @@ def container_env(launch: Launch, environ: Dict[str, str], user: str, output_tar
     return env
 
 
-def run(launch: Launch, args: List[str], environ: Dict[str, str]) -> int:
-    become_subreaper()
+@dataclass
+class Run:
+    """One container run of a launch: what it runs, with what, where and under which name."""
+
+    command: List[str]
+    env: Dict[str, str]
+    workdir: str
+    name: str
+    tmpdir: Path
+    held: List[Held]                  # bind sources, held open (binds.py); handed over by run_container
+    host_network: bool = False
+    extra_fds: Tuple[int, ...] = ()   # passed on after the held ones (a task's PMI_FD)
+    fd_env: Optional[str] = None      # the variable that names the first of them in the container
+
+
+def run_container(launch: Launch, engine: Engine, image: ImageRef, run_: Run, marks: RunMarks,
+                  before_start: Optional[Callable[[], None]] = None) -> int:
+    """Start the container, forward signals to it, wait; remove what an interrupted run left.
+    The exit status as a shell gives it (128+N for a signal)."""
     uid, gid = os.getuid(), os.getgid()
+    handover = Handover(run_.held, run_.extra_fds)
+    run_.held = []
+    child: Optional[subprocess.Popen] = None
+    forwarded: List[int] = []
+    env = dict(run_.env)
+    if run_.fd_env and handover.extra_fds:
+        env[run_.fd_env] = str(handover.extra_fds[0])
+    try:
+        command = checked_command(handover.mounts, run_.command)
+        options = RunOptions(network=launch.network, host_network=run_.host_network, uid=uid, gid=gid,
+                             runtime=launch.runtime_shim, name=run_.name, tmpdir=str(run_.tmpdir),
+                             interactive=launch.interactive, preserve_fds=len(handover.pass_fds),
+                             pids=process_limit(launch.pids))
+        argv = engine.run_argv(image, command, handover.mounts, env, run_.workdir, options)
+        if before_start is not None:
+            before_start()
+
+        def forward(signum: int, _frame) -> None:
+            forwarded.append(signum)
+            if child is not None and child.poll() is None:
+                child.send_signal(signum)
+
+        for sig in FORWARDED:
+            signal.signal(sig, forward)
+        marks.mark(run_.name, os.getpid(), launch.engine)
+        limits = engine.spawn_rlimits(options)
+
+        def in_child() -> None:
+            handover.in_child()
+            set_rlimits(limits)
+
+        child = subprocess.Popen(argv, stdin=None if launch.interactive else subprocess.DEVNULL,
+                                 pass_fds=handover.pass_fds, preexec_fn=in_child)
+        handover.close()  # the engine holds its own copies until the container has checked them
+        status = child.wait()
+        return status if status >= 0 else 128 - status
+    finally:
+        handover.close()
+        for sig in FORWARDED:
+            signal.signal(sig, signal.SIG_IGN)
+        if child is not None and (forwarded or child.returncode is None or child.returncode < 0):
+            engine.remove_run(run_.name)
+        proctree.stop_descendants()  # what the engine left behind (conmon, pause processes...)
+        marks.unmark(run_.name)
+
+
+def shares_node_network(launch: Launch, environ: Dict[str, str]) -> bool:
+    """Whether the container joins the node's network: the site allows it (policy.node_network)
+    and the job spans nodes or tasks, or the step uses an MPI plugin (PMIx's server listens on
+    the node's loopback; MPI ranks talk over the nodes' network)."""
+    def number(name: str) -> int:
+        try:
+            return int(environ.get(name, "1"))
+        except ValueError:
+            return 1
+    mpi = any(k.startswith(("PMIX_", "PMI_")) for k in environ)
+    return launch.node_network and (mpi or number("SLURM_JOB_NUM_NODES") > 1 or number("SLURM_NTASKS") > 1)
+
+
+def _node_setup(uid: int) -> None:
+    """This process exists for the job: the engine commands it runs take its environment."""
+    os.environ["XDG_RUNTIME_DIR"] = runtime_dir(uid)
+    for leak in ("DBUS_SESSION_BUS_ADDRESS", "CONTAINERS_STORAGE_CONF"):
+        os.environ.pop(leak, None)
+
+
+def run(launch: Launch, args: List[str], environ: Dict[str, str]) -> int:
+    """The batch script (or stardock shell's command) in the container, with the job record."""
+    become_subreaper()
+    uid = os.getuid()
     user = pwd.getpwuid(uid).pw_name
     ids = JobIds.of(environ)
     try:
@@ -218,17 +308,11 @@ def run(launch: Launch, args: List[str], environ: Dict[str, str]) -> int:
               "state": "running"}
     workdir = Path(tempfile.mkdtemp(prefix=f"stardock-job-{ids.label}-"))
     output_target = f"{launch.mount_root}/output"
-    # This process exists for the job: the engine commands it runs take its environment.
-    os.environ["XDG_RUNTIME_DIR"] = runtime_dir(uid)
-    for leak in ("DBUS_SESSION_BUS_ADDRESS", "CONTAINERS_STORAGE_CONF"):
-        os.environ.pop(leak, None)
-    container = f"stardock-{ids.label}-{os.getpid()}"
+    _node_setup(uid)
     marks = RunMarks(records_dir, node)
     code = 1
-    child: Optional[subprocess.Popen] = None
-    interrupted = False
     held: List[Held] = []
-    handover: Optional[Handover] = None
+    server: Optional[steps.StepServer] = None
     try:
         output = own_dir(private_dir(launch.outputs, user, uid, "outputs directory (site config: outputs)")
                          / ids.label)
@@ -240,43 +324,28 @@ def run(launch: Launch, args: List[str], environ: Dict[str, str]) -> int:
         engine = get_engine(launch.engine)
         remove_orphans(marks)
         image = _image(engine, launch)
+        # Slurm's commands in the script: served from here (jobs/steps.py)
+        rpc, bin_dir = workdir / "rpc", workdir / "bin"
+        rpc.mkdir(mode=0o700)
+        steps.make_bin(bin_dir, data_dir("wrappers") / steps.SHIM)
+        server = steps.StepServer(rpc, records_dir, launch, output, ids.label,
+                                  {output_target: output, **{m.target: m.mount().host for m in launch.mounts}})
         # what the container gets is held open from here on and proven in the container (binds.py)
         for m in launch.mounts:
             held.append(hold_volume(m))
         held.append(hold_path(script, SCRIPT_IN_CONTAINER, True, "the batch script"))
         held.append(hold_path(output, output_target, False, "the output directory"))
-        handover = Handover(held)
+        held.append(hold_path(bin_dir, steps.BIN_IN_CONTAINER, True, "Slurm's commands"))
+        held.append(hold_path(rpc, steps.RPC_IN_CONTAINER, False, "the job's request directory"))
+        env = container_env(launch, environ, user, output_target)
+        env["STARDOCK_PATH_PREFIX"] = steps.BIN_IN_CONTAINER
+        server.start()
+        run_ = Run(list(launch.command) if launch.command else [SCRIPT_IN_CONTAINER, *args], env, output_target,
+                   f"stardock-{ids.label}-{os.getpid()}", workdir, held,
+                   host_network=shares_node_network(launch, environ))
         held = []
-        command = checked_command(handover.mounts, list(launch.command) if launch.command
-                                  else [SCRIPT_IN_CONTAINER, *args])
-        options = RunOptions(network=launch.network, uid=uid, gid=gid, runtime=launch.runtime_shim, name=container,
-                             tmpdir=str(workdir), interactive=launch.interactive,
-                             preserve_fds=len(handover.pass_fds), pids=process_limit(launch.pids))
-        argv = engine.run_argv(image, command, handover.mounts,
-                               container_env(launch, environ, user, output_target), output_target, options)
-        records.write_run(ids.record_id, ids.task, record)
-        forwarded: List[int] = []
-
-        def forward(signum: int, _frame) -> None:
-            forwarded.append(signum)
-            if child is not None and child.poll() is None:
-                child.send_signal(signum)
-
-        for sig in FORWARDED:
-            signal.signal(sig, forward)
-        marks.mark(container, os.getpid(), launch.engine)
-        limits = engine.spawn_rlimits(options)
-
-        def in_child() -> None:
-            handover.in_child()
-            set_rlimits(limits)
-
-        child = subprocess.Popen(argv, stdin=None if launch.interactive else subprocess.DEVNULL,
-                                 pass_fds=handover.pass_fds, preexec_fn=in_child)
-        handover.close()  # the engine holds its own copies until the container has checked them
-        status = child.wait()
-        interrupted = status < 0 or bool(forwarded)
-        code = status if status >= 0 else 128 - status
+        code = run_container(launch, engine, image, run_, marks,
+                             before_start=lambda: records.write_run(ids.record_id, ids.task, record))
         record["state"] = "completed" if code == 0 else "failed"
     except Exception as exc:  # noqa: BLE001 - the record and the exit code must say what happened
         log(f"error: {exc}")
@@ -285,14 +354,11 @@ def run(launch: Launch, args: List[str], environ: Dict[str, str]) -> int:
         code = 1
     finally:
         release(held)
-        if handover is not None:
-            handover.close()
-        for sig in FORWARDED:
-            signal.signal(sig, signal.SIG_IGN)
-        if child is not None and (interrupted or child.returncode is None):
-            get_engine(launch.engine).remove_run(container)
-        proctree.stop_descendants()  # what the engine left behind (conmon, pause processes...)
-        marks.unmark(container)
+        if server is not None:
+            server.stop()
+            for leftover in records_dir.glob(f"{ids.label}.{os.getpid()}.*.step.*"):  # a step cut short
+                leftover.unlink()
+        proctree.stop_descendants()
         shutil.rmtree(workdir, ignore_errors=True)
         record.update(end=time.time(), exit_code=code)
         try:
@@ -300,6 +366,162 @@ def run(launch: Launch, args: List[str], environ: Dict[str, str]) -> int:
         except OSError as exc:
             log(f"warning: cannot write the job record: {exc}")
     return code
+
+
+PMIX_DIRS = ("PMIX_SERVER_TMPDIR",)
+
+
+def run_task(step_file: Path, program: List[str], environ: Dict[str, str]) -> int:
+    """One task of an srun step started from a job's script (the step file the job's wrapper wrote)."""
+    try:
+        step = steps.Step.from_json(step_file.read_text())
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log(f"error: cannot read the step {step_file}: {exc}")
+        return 1
+    return run_step_task(step, step_file.parent, program, environ)
+
+
+def run_exec(launch: Launch, program: List[str], environ: Dict[str, str]) -> int:
+    """`stardock exec`: one command in the environment, here (a login node, or a task of a plain
+    sbatch script's srun step), with the output directory of the job it runs in."""
+    uid = os.getuid()
+    user = pwd.getpwuid(uid).pw_name
+    ids = JobIds.of(environ)
+    records = private_dir(launch.records, user, uid, "job records directory (site config: records)")
+    output = own_dir(private_dir(launch.outputs, user, uid, "outputs directory (site config: outputs)") / ids.label)
+    target = f"{launch.mount_root}/output"
+    step = steps.Step(launch, container_env(launch, environ, user, target), target, str(output), ids.label)
+    return run_step_task(step, records, program, environ)
+
+
+def run_step_task(step: steps.Step, records_dir: Path, program: List[str], environ: Dict[str, str]) -> int:
+    """The program in its own container, in this task's cgroup, with the step's environment and
+    the task's own Slurm and PMI variables; the job's tasks on this node share the prepared image
+    and one /dev/shm."""
+    become_subreaper()
+    launch = step.launch
+    _node_setup(os.getuid())
+    marks = RunMarks(records_dir, socket.gethostname())
+    procid = environ.get("SLURM_PROCID", "0")
+    name = f"stardock-{step.label}-{environ.get('SLURM_STEP_ID', 's')}-{procid}-{os.getpid()}"
+    workdir = Path(tempfile.mkdtemp(prefix=f"stardock-task-{step.label}-"))
+    try:
+        os.chmod(workdir, 0o700)
+        engine = get_engine(launch.engine)
+        with job_on_node(engine, launch, step.label) as (image, shm):
+            return _run_task(step, program, environ, engine, image, shm, name, workdir, marks)
+    except Exception as exc:  # noqa: BLE001 - srun reports the task's status
+        log(f"error: task {procid}: {exc}")
+        return 1
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run_task(step: steps.Step, program: List[str], environ: Dict[str, str], engine: Engine, image: ImageRef,
+              shm: Path, name: str, workdir: Path, marks: RunMarks) -> int:
+    launch, uid = step.launch, os.getuid()
+    user = pwd.getpwuid(uid).pw_name
+    held: List[Held] = []
+    try:
+        for m in launch.mounts:
+            held.append(hold_volume(m))
+        output = Path(step.output)
+        st = os.lstat(output)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid:
+            raise StardockError(f"{output} is not the job's output directory")
+        held.append(hold_path(output, f"{launch.mount_root}/output", False, "the output directory"))
+        # the job's tasks on this node share one /dev/shm, as processes on the node do (MPI's
+        # shared-memory transports put their segments there)
+        held.append(hold_path(shm, "/dev/shm", False, "the tasks' shared memory directory"))
+        for var in PMIX_DIRS:
+            directory = environ.get(var, "").rstrip("/")
+            if directory.startswith("/") and os.path.isdir(directory):
+                held.append(hold_path(Path(directory), directory, False, f"PMIx's directory (${var})"))
+        env = steps.task_env(step.env, environ)
+        env.update(HOME=step.env.get("HOME", "/tmp"), USER=user, LOGNAME=user)
+        extra: Tuple[int, ...] = ()
+        fd_env = None
+        if environ.get("PMI_FD", "").isdigit():
+            extra, fd_env = (int(environ["PMI_FD"]),), "PMI_FD"
+        run_ = Run(program, env, step.cwd, name, workdir, held, host_network=shares_node_network(launch, environ),
+                   extra_fds=extra, fd_env=fd_env)
+        held = []
+        return run_container(launch, engine, image, run_, marks)
+    finally:
+        release(held)
+
+
+NODE_STATE = ".stardock-job-"
+
+
+@contextmanager
+def job_on_node(engine: Engine, launch: Launch, label: str) -> Iterator[Tuple[ImageRef, Path]]:
+    """The job's image on this node, and the directory the job's tasks here share as /dev/shm.
+
+    The first task of the job on the node checks the image and makes it ready (Podman: loads
+    it), under the user's node lock; the others take its result. Each task holds the job's state
+    shared while it runs; the last one out removes it, so nothing of the job stays on the node.
+    What tasks killed too hard to clean up left (no task holds it any more) goes first."""
+    runtime = Path(os.environ["XDG_RUNTIME_DIR"])
+    state = runtime / f"{NODE_STATE}{label}"
+    stamp, shm = state / f"image-{launch.key[:16]}", state / "shm"
+    with open(runtime / ".stardock-job.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        sweep_node_state(runtime, label)
+        for directory in (state, shm):
+            try:
+                os.mkdir(directory, 0o700)
+            except FileExistsError:
+                st = os.lstat(directory)
+                if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+                    raise StardockError(f"{directory} is not a directory of yours") from None
+        active = os.open(state / "active", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fcntl.flock(active, fcntl.LOCK_SH)
+        image: Optional[ImageRef] = None
+        try:
+            engine_name, ref = stamp.read_text().split("\n", 1)
+            image = ImageRef(engine_name, ref)
+        except (OSError, ValueError):
+            pass
+        if image is None:
+            image = _image(engine, launch)
+            fd = os.open(stamp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"{image.engine}\n{image.ref}")
+    try:
+        yield image, shm
+    finally:
+        with open(runtime / ".stardock-job.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(active, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                shutil.rmtree(state, ignore_errors=True)  # the last task of the job on this node
+            except BlockingIOError:
+                pass
+            finally:
+                os.close(active)
+
+
+def sweep_node_state(runtime: Path, current: str) -> None:
+    """Remove the node state of this user's jobs that no task holds any more."""
+    for name in os.listdir(runtime):
+        if not name.startswith(NODE_STATE) or name == f"{NODE_STATE}{current}":
+            continue
+        try:
+            fd = os.open(runtime / name / "active", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            fd = -1
+        except OSError:
+            continue
+        try:
+            if fd >= 0:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shutil.rmtree(runtime / name, ignore_errors=True)
+        except BlockingIOError:
+            pass
+        finally:
+            if fd >= 0:
+                os.close(fd)
 
 
 def own_dir(path: Path) -> Path:
@@ -336,8 +558,11 @@ def _image(engine: Engine, launch: Launch) -> ImageRef:
 
 def main(argv: Optional[List[str]] = None) -> None:
     """stardock-node [ARGS...] with the spec on stdin (batch jobs), or
-    stardock-node --spec-file FILE (stardock shell, whose stdin is the terminal)."""
+    stardock-node --spec-file FILE (stardock shell, whose stdin is the terminal), or
+    stardock-node --task STEPFILE -- PROGRAM... (a task of an srun step from a job's script)."""
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--task"] and args[2:3] == ["--"]:  # a task of an srun step (jobs/steps.py)
+        sys.exit(run_task(Path(args[1]), args[3:], dict(os.environ)))
     try:
         if args[:1] == ["--spec-file"]:
             launch = Launch.from_json(Path(args[1]).read_text())

@@ -65,6 +65,25 @@ def parse_shell_args(argv: List[str], cwd: Path) -> ShellRequest:
     return ShellRequest(req, srun, command or list(DEFAULT_COMMAND))
 
 
+def parse_exec_args(argv: List[str], cwd: Path) -> ShellRequest:
+    """stardock exec: stardock's options, `--`, the command (no srun options: it runs here)."""
+    parsed = parse_shell_args(argv, cwd)
+    if parsed.srun:
+        raise UsageError(f"stardock exec: unknown option {parsed.srun[0]!r}; it takes --env SPEC or --image KEY, "
+                         "--mount, --engine, --site, then `--` and the command")
+    if "--" not in argv or not parsed.command:
+        raise UsageError("stardock exec: give the command after `--` (stardock exec --image KEY -- CMD [ARGS])")
+    return parsed
+
+
+def run_exec(request: ShellRequest, site: Site, on_line: Optional[Callable[[str], None]] = None) -> int:
+    """Run the command here, in its own container; its exit status."""
+    from stardock_hpc.jobs.node import run_exec as run_here
+
+    prepared = prepare(request.req, site, on_line, command=request.command, interactive=sys.stdin.isatty())
+    return run_here(prepared.launch, request.command, dict(os.environ))
+
+
 def run_shell(shell: ShellRequest, site: Site,
               on_line: Optional[Callable[[str], None]] = None) -> int:
     """Run the session; its exit status."""
