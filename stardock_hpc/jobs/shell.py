@@ -71,7 +71,7 @@ def parse_exec_args(argv: List[str], cwd: Path) -> ShellRequest:
     if parsed.srun:
         raise UsageError(f"stardock exec: unknown option {parsed.srun[0]!r}; it takes --env SPEC or --image KEY, "
                          "--mount, --engine, --site, then `--` and the command")
-    if "--" not in argv or not parsed.command:
+    if "--" not in argv or not argv[argv.index("--") + 1:]:
         raise UsageError("stardock exec: give the command after `--` (stardock exec --image KEY -- CMD [ARGS])")
     return parsed
 

@@ -97,10 +97,10 @@ def multi_prog_file(conf: str, prefix: Sequence[str]) -> str:
         if not stripped or stripped.startswith("#"):
             lines.append(line)
             continue
-        ranks, _, program = stripped.partition(" ")
-        if not program.strip():
-            ranks, _, program = stripped.partition("\t")
-        lines.append(f"{ranks} {' '.join(shlex.quote(p) for p in prefix)} -- {program.strip()}")
+        ranks, *rest = re.split(r"\s+", stripped, maxsplit=1)
+        if not rest:
+            raise StardockError(f"the --multi-prog line {stripped!r} names no program")
+        lines.append(f"{ranks} {' '.join(shlex.quote(p) for p in prefix)} -- {rest[0]}")
     return "\n".join(lines) + "\n"
 
 
@@ -176,10 +176,11 @@ class StepServer:
                 if fd >= 0:
                     os.close(fd)
             if step_file is not None:
-                try:
-                    step_file.unlink()
-                except OSError:
-                    pass
+                for leftover in (step_file, step_file.with_suffix(".conf")):
+                    try:
+                        leftover.unlink()
+                    except OSError:
+                        pass
             try:
                 with open(req / "status", "w") as fh:
                     fh.write(f"{code}\n")
@@ -230,14 +231,19 @@ class StepServer:
         with os.fdopen(fd, "w") as fh:
             fh.write(Step(self.launch, env, cwd, str(self.output), self.label).to_json())
         prefix = [self.python, str(self.wrapper), "--task", str(step_file)]
-        if split.multi_prog:
+        if not split.multi_prog:
+            return ["srun", *split.options, *prefix, "--", *split.program], step_file
+        try:
             conf = self._host_path(split.program[0], cwd, "the --multi-prog file")
+            text = multi_prog_file(conf.read_text(), prefix)
             multi = step_file.with_suffix(".conf")
             fd = os.open(multi, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             with os.fdopen(fd, "w") as fh:
-                fh.write(multi_prog_file(conf.read_text(), prefix))
-            return ["srun", *split.options, str(multi), *split.program[1:]], step_file
-        return ["srun", *split.options, *prefix, "--", *split.program], step_file
+                fh.write(text)
+        except BaseException:
+            step_file.unlink()
+            raise
+        return ["srun", *split.options, str(multi), *split.program[1:]], step_file
 
     def _host_path(self, path: str, cwd: str, what: str) -> Path:
         """A file the script names, on the host: it must be in the output directory or a volume."""

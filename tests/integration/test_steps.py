@@ -1,0 +1,221 @@
+"""srun in a stardock job (issue 13): steps whose tasks run in the environment on every node of
+the 3-node testbed, Slurm's client commands from the script, MPI through PMIx and PMI2 and with
+mpirun, per-step accounting and limits, and a cancel that leaves nothing on any node."""
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+from clitools import remove, shared_dir, stardock, stardock_argv, stardock_json, write_spec
+
+from slurmtools import mem_bytes, sh, wait_job
+
+pytestmark = [pytest.mark.slurm]
+ENGINES = [pytest.param("podman", id="podman", marks=pytest.mark.podman),
+           pytest.param("apptainer", id="apptainer", marks=pytest.mark.apptainer)]
+NODES = ["node1", "node2", "node3"]
+HOG = 'x=$(head -c 300M /dev/zero | tr "\\0" a); sleep 3; echo ${#x}'  # single-quoted in the script
+RING_C = r"""#include <mpi.h>
+#include <stdio.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    int rank, size, sum;
+    char host[256];
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    gethostname(host, sizeof host);
+    MPI_Allreduce(&rank, &sum, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    printf("rank %d of %d on %s sum %d\n", rank, size, host, sum);
+    MPI_Finalize();
+    return 0;
+}
+"""
+RING_PY = """from mpi4py import MPI
+import socket
+comm = MPI.COMM_WORLD
+total = comm.allreduce(comm.Get_rank(), op=MPI.SUM)
+print(f"rank {comm.Get_rank()} of {comm.Get_size()} on {socket.gethostname()} sum {total}", flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def work():
+    path = shared_dir("stardock-steps-")
+    write_spec(path, "name: steps-test\nenv: {GREETING: hello}\n")
+    mpi = path / "mpi"
+    mpi.mkdir()
+    (mpi / "ring.c").write_text(RING_C)
+    (mpi / "ring.py").write_text(RING_PY)
+    (mpi / "stardock.yaml").write_text(
+        "name: steps-openmpi\napps: [openmpi]\n"
+        "files:\n  - {src: ring.c, dest: /opt/mpi/ring.c}\n  - {src: ring.py, dest: /opt/mpi/ring.py}\n"
+        "build:\n  - mpicc -O2 -o /usr/local/bin/mpi-ring /opt/mpi/ring.c\n")
+    mpich = path / "mpich"
+    mpich.mkdir()
+    (mpich / "ring.c").write_text(RING_C)
+    (mpich / "stardock.yaml").write_text(
+        "name: steps-mpich\napps: [mpich]\nfiles:\n  - {src: ring.c, dest: /opt/mpi/ring.c}\n"
+        "build:\n  - mpicc.mpich -O2 -o /usr/local/bin/mpi-ring /opt/mpi/ring.c\n")
+    yield path
+    remove(path)
+
+
+def run_job(work: Path, name: str, body: str, *sbatch: str, spec: str = "stardock.yaml",
+            engine: str = "podman", timeout: float = 600) -> tuple:
+    """Submit body as a batch script; its job id, its standard output and error once it ended."""
+    script = work / f"{name}.sh"
+    script.write_text("#!/bin/bash\n" + body)
+    proc = stardock("sbatch", "--parsable", "--env", spec, "--engine", engine, "-t", "5",
+                    f"--output={name}-%j.out", f"--error={name}-%j.err", *sbatch, str(script), cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    job = proc.stdout.strip().split(";")[0]
+    rows = wait_job(job, timeout=timeout)
+    out, err = (work / f"{name}-{job}.out").read_text(), (work / f"{name}-{job}.err").read_text()
+    assert rows[job]["State"] == "COMPLETED", out + err
+    return job, out, err
+
+
+def steps_of(job: str) -> dict:
+    out = sh(["sacct", "-n", "-P", "-j", job, "--format=JobID,State,ExitCode,NNodes,NodeList,NTasks,MaxRSS"]).stdout
+    rows = {}
+    for line in out.splitlines():
+        f = line.split("|")
+        rows[f[0]] = {"State": f[1], "ExitCode": f[2], "NNodes": f[3], "NodeList": f[4], "NTasks": f[5],
+                      "MaxRSS": f[6]}
+    return rows
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_srun_steps_run_in_the_environment_on_every_node(work, engine):
+    body = """srun -N3 -n6 hostname
+srun false; echo "false=$?"
+echo "hostnames=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | tr '\\n' ' ')"
+srun -N3 -n3 sh -c 'echo "task $SLURM_PROCID local $SLURM_LOCALID node $SLURM_NODEID on $(hostname) \
+$STARDOCK_IMAGE $GREETING"; echo "$SLURM_PROCID" > "$STARDOCK_OUTPUT/task-$SLURM_PROCID"'
+test -e /usr/bin/sbatch || echo "no slurm in the image"
+sbcast /etc/hostname /tmp/hostname; echo "sbcast=$?"
+"""
+    job, out, err = run_job(work, f"steps-{engine}", body, "-N3", "-n6", engine=engine)
+    lines = out.splitlines()
+    hosts = [line for line in lines if line in NODES]
+    assert len(hosts) == 6 and sorted(set(hosts)) == NODES, out
+    assert "false=1" in lines, out
+    assert "hostnames=node1 node2 node3 " in lines, out
+    [row] = stardock_json("status", job)
+    tasks = sorted(line for line in lines if line.startswith("task "))
+    assert tasks == [f"task {i} local 0 node {i} on {NODES[i]} {row['image']} hello" for i in range(3)], out
+    assert sorted(p.name for p in Path(row["output"]).iterdir()) == ["task-0", "task-1", "task-2"]
+    assert "no slurm in the image" in lines  # the commands come from the host, not the image
+    assert "sbcast=1" in lines and "put the file in the output directory or a volume" in err, err
+    steps = steps_of(job)
+    assert steps[f"{job}.0"]["NNodes"] == "3" and steps[f"{job}.0"]["NodeList"] == "node[1-3]", steps
+    assert steps[f"{job}.0"]["NTasks"] == "6" and steps[f"{job}.0"]["State"] == "COMPLETED", steps
+    assert steps[f"{job}.1"]["State"] == "FAILED" and steps[f"{job}.1"]["ExitCode"] == "1:0", steps
+
+
+RANK_RE = re.compile(r"rank (\d) of 6 on (node\d) sum 15")
+
+
+def ranks_of(out: str, label: str) -> None:
+    """Six ranks, each once, on all three nodes, every one with the right sum."""
+    found = [RANK_RE.fullmatch(line) for line in out.splitlines() if line.startswith("rank ")]
+    assert all(found) and sorted(int(m.group(1)) for m in found if m) == list(range(6)), f"{label}:\n{out}"
+    assert sorted({m.group(2) for m in found if m}) == NODES, f"{label}:\n{out}"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_mpi_across_nodes_with_pmix_mpi4py_and_mpirun(work, engine):
+    cases = {"pmix": "srun --mpi=pmix mpi-ring", "mpi4py": "srun --mpi=pmix python3 /opt/mpi/ring.py",
+             "mpirun": "mpirun mpi-ring"}
+    for label, command in cases.items():
+        _job, out, err = run_job(work / "mpi", f"{label}-{engine}", f"{command}\necho status=$?\n",
+                                 "-N3", "-n6", engine=engine)
+        assert "status=0" in out, f"{label}: {out}{err}"
+        ranks_of(out, label)
+
+
+@pytest.mark.podman
+def test_mpi_across_nodes_with_pmi2(work):
+    """Debian's Open MPI speaks PMIx only; MPICH speaks PMI2 (PMI_FD passed into each container)."""
+    _job, out, err = run_job(work / "mpich", "pmi2", "srun --mpi=pmi2 mpi-ring\necho status=$?\n", "-N3", "-n6")
+    assert "status=0" in out, out + err
+    ranks_of(out, "pmi2")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_each_step_is_accounted_and_limited_on_its_node(work, engine):
+    body = f"""srun -n1 --mem=1G bash -c '{HOG}'
+srun -n1 --mem=150M bash -c '{HOG}'; echo "oom=$?"
+"""
+    job, out, err = run_job(work, f"stepmem-{engine}", body, "-w", "node3", "--mem=2G", engine=engine)
+    steps = steps_of(job)
+    assert steps[f"{job}.0"]["State"] == "COMPLETED" and steps[f"{job}.0"]["NodeList"] == "node3", steps
+    assert mem_bytes(steps[f"{job}.0"]["MaxRSS"]) >= 280 * 2**20, steps
+    assert steps[f"{job}.1"]["State"] == "OUT_OF_MEMORY", steps
+    assert re.search(r"^oom=[1-9]", out, re.M), out + err
+
+
+def _leftovers(job: str, marker: str) -> list:
+    found = [line for line in sh(["ps", "-u", str(os.getuid()), "-o", "pid=,args="]).stdout.splitlines()
+             if marker in line or f"stardock-{job}" in line]
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and entry.stat().st_uid == os.getuid() and \
+                    f"SLURM_JOB_ID={job}".encode() in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(f"process {entry.name}")
+        except OSError:
+            continue
+    names = sh(["podman", "ps", "-a", "--format", "{{.Names}}"]).stdout.split()
+    return found + [f"container {n}" for n in names if n.startswith(f"stardock-{job}-")]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_cancel_of_a_three_node_job_leaves_nothing_on_any_node(work, engine):
+    marker = f"sleep 31{7 if engine == 'podman' else 8}.5"
+    script = work / f"cancel-{engine}.sh"
+    script.write_text(f"#!/bin/bash\nsrun -N3 -n6 {marker}\n")
+    proc = stardock("sbatch", "--parsable", "--env", "stardock.yaml", "--engine", engine, "-N3", "-n6", "-t", "5",
+                    "--output=/dev/null", str(script), cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    job = proc.stdout.strip()
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        running = [line for line in sh(["ps", "-u", str(os.getuid()), "-o", "args="]).stdout.splitlines()
+                   if line.startswith(marker)]
+        if len(running) == 6:
+            break
+        time.sleep(0.5)
+    assert len(running) == 6, running
+    assert stardock("cancel", job).returncode == 0
+    rows = wait_job(job, timeout=120)
+    assert rows[job]["State"].startswith("CANCELLED"), rows
+    deadline = time.time() + 60
+    while time.time() < deadline and _leftovers(job, marker):
+        time.sleep(0.5)
+    time.sleep(2)
+    assert _leftovers(job, marker) == [], "parts of the job survived it"
+    # each node's runtime directory keeps nothing of the job (its prepared image, its /dev/shm)
+    state = sh(["srun", "-N3", "--ntasks-per-node=1", "-t", "1", "sh", "-c",
+                'echo "$(hostname): $(ls -a /run/user/$(id -u) | grep -c "^.stardock-job-' + job + '")"'])
+    assert state.returncode == 0, state.stderr
+    assert sorted(state.stdout.split("\n")[:-1]) == [f"{n}: 0" for n in NODES], state.stdout
+
+
+@pytest.mark.podman
+def test_stardock_exec_here_and_as_the_tasks_of_a_plain_step(work):
+    key = stardock_json("build", str(work / "stardock.yaml"))["key"]
+    here = stardock("exec", "--image", key, "--", "sh", "-c", 'echo "$GREETING from $STARDOCK_IMAGE"', cwd=work)
+    assert here.returncode == 0 and here.stdout.strip() == f"hello from {key}", here.stderr
+    failed = stardock("exec", "--image", key, "--", "sh", "-c", "exit 7", cwd=work)
+    assert failed.returncode == 7, failed.stderr
+    bad = stardock("exec", "--image", key, "sh", cwd=work)
+    assert bad.returncode == 2 and "--" in bad.stderr and "Traceback" not in bad.stderr
+    out = sh(["srun", "-N3", "-n3", "-t", "2", *stardock_argv("exec", "--image", key, "--", "sh", "-c",
+                                                              'echo "$SLURM_PROCID $(hostname) $GREETING"')],
+             cwd=work)
+    assert out.returncode == 0, out.stderr
+    assert sorted(out.stdout.split("\n")[:-1]) == [f"{i} {NODES[i]} hello" for i in range(3)], out.stdout
