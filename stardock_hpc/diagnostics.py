@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import resource
 import shutil
 import sys
@@ -114,7 +115,49 @@ def _slurm_config() -> List[Check]:
             "jobacct_gather/cgroup": "counts the job's cgroup: containers stay in it"}.get(gather, "unknown")
     checks.append(("ok" if gather in ("jobacct_gather/linux", "jobacct_gather/cgroup") else "warn",
                    "job accounting", f"{gather} ({note})"))
+    return checks + _mpi(config.get("MpiDefault", "none"))
+
+
+PMIX_LIBS = ("/usr/lib/x86_64-linux-gnu/pmix2/lib/libpmix.so", "/usr/lib/x86_64-linux-gnu/libpmix.so",
+             "/usr/lib64/libpmix.so", "/usr/lib/libpmix.so")
+
+
+def pmix_version(path: str) -> str:
+    """PMIx_Get_version() of the library at path."""
+    import ctypes
+
+    lib = ctypes.CDLL(path)
+    lib.PMIx_Get_version.restype = ctypes.c_char_p
+    return (lib.PMIx_Get_version() or b"?").decode(errors="replace")
+
+
+def _mpi(default: str) -> List[Check]:
+    """MPI in jobs: Slurm's plugins, the PMIx library they need, and what an image's MPI must share."""
+    out = proc.run(["srun", "--mpi=list"], check=False)
+    plugins = sorted(set(re.findall(r"\b(pmix(?:_v\d+)?|pmi2|cray_shasta|none)\b", out.stdout + out.stderr)))
+    checks: List[Check] = [("ok" if plugins else "warn", "MPI plugins",
+                            f"{', '.join(plugins) or 'none found (srun --mpi=list)'}; MpiDefault={default}")]
+    if any(p.startswith("pmix") for p in plugins):
+        lib = next((p for p in PMIX_LIBS if os.path.exists(p)), None)
+        try:
+            version = pmix_version(lib) if lib else None
+        except OSError:
+            version = None
+        checks.append(("ok", "PMIx", f"{lib}: {version}") if version else
+                      ("warn", "PMIx", "Slurm's mpi/pmix plugin opens libpmix.so, which is not on this machine "
+                       "(Debian: libpmix-dev): srun --mpi=pmix fails on nodes like this one"))
+    checks.append(("ok", "MPI in images", "an image's MPI must speak one of these plugins' protocols: PMIx (Open "
+                   "MPI 4 and later built with an external PMIx, as Debian's openmpi app; PMIx talks across versions "
+                   "from 3 on) or PMI2 (MPICH, the mpich app); with a fast network, the image also needs the "
+                   "user-space drivers (UCX, libfabric, verbs) matching the nodes' kernel drivers"))
     return checks
+
+
+def _node_network(site) -> Check:
+    if site.policy.node_network:
+        return ("ok", "network of MPI jobs", "policy.node_network: the containers of a job on several nodes or tasks, "
+                "and of MPI steps, share the node's network (MPI's traffic, slurmstepd's PMIx server)")
+    return ("warn", "network of MPI jobs", "policy.node_network is false: MPI across containers cannot connect")
 
 
 def _isolation(site) -> List[Check]:
@@ -159,4 +202,5 @@ def run_doctor(site: Site) -> List[Check]:
             checks.append(("warn", dev, "not usable by you (FUSE mounts and rootless networking need it)"))
     checks += _isolation(site)
     checks += _slurm_config()
+    checks.append(_node_network(site))
     return checks

@@ -45,8 +45,8 @@ BIN_IN_CONTAINER = "/.stardock/bin"
 RPC_IN_CONTAINER = "/.stardock/rpc"
 REQUEST_RE = re.compile(r"r\.[A-Za-z0-9]{8}")
 SIGNALS = {name: getattr(signal, f"SIG{name}") for name in ("INT", "TERM", "HUP", "USR1", "USR2", "QUIT")}
-# What slurmstepd gives each task and the task keeps over the script's values
-TASK_PREFIXES = ("SLURM", "PMI", "PMIX", "OMPI_", "MPI_LOCALRANKID", "MPI_LOCALNRANKS")
+# What slurmstepd gives each task (Slurm's variables, PMIx's and PMI2's), over the script's values
+TASK_PREFIXES = ("SLURM", "PMI")
 
 
 def make_bin(directory: Path, shim: Path) -> None:
@@ -104,6 +104,30 @@ def multi_prog_file(conf: str, prefix: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+MAX_REQUEST = 4 << 20  # bytes of arguments or environment
+
+
+def _read(dfd: int, name: str) -> bytes:
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{name} is not a file")
+        data = os.read(fd, MAX_REQUEST + 1)
+        if len(data) > MAX_REQUEST:
+            raise ValueError(f"{name} is too large")
+        return data
+    finally:
+        os.close(fd)
+
+
+def _pipe(dfd: int, name: str, flags: int) -> int:
+    fd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+    if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValueError(f"{name} is not a named pipe")
+    return fd
+
+
 class StepServer:
     """Serves the job's requests (see the module's docstring) until stopped."""
 
@@ -141,40 +165,46 @@ class StepServer:
                     threading.Thread(target=self._handle, args=(self.rpc / name,), daemon=True).start()
 
     def _handle(self, req: Path) -> None:
+        """One request. What is in the request directory was made in the container: it is opened
+        below the directory's descriptor without following links, and the pipes must be pipes
+        (a link planted there would let the container write or read host files through us)."""
         try:
-            st = os.lstat(req)
-            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-                return
-            argv = (req / "argv").read_bytes().split(b"\0")[:-1]
-            args = [a.decode("utf-8", "surrogateescape") for a in argv]
-            env = dict(e.decode("utf-8", "surrogateescape").partition("=")[::2]
-                       for e in (req / "env").read_bytes().split(b"\0") if b"=" in e)
-            cwd = (req / "cwd").read_text(errors="surrogateescape")
-        except (OSError, ValueError):
+            dfd = os.open(req, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
             return
-        out = os.open(req / "out", os.O_WRONLY | os.O_CLOEXEC)
-        err = os.open(req / "err", os.O_WRONLY | os.O_CLOEXEC)
-        inp = os.open(req / "in", os.O_RDONLY | os.O_CLOEXEC)
-        sig = os.open(req / "signal", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        fds: Dict[str, int] = {}
+        try:
+            if os.fstat(dfd).st_uid != os.getuid():
+                return
+            args = [a.decode("utf-8", "surrogateescape") for a in _read(dfd, "argv").split(b"\0")[:-1]]
+            env = dict(e.decode("utf-8", "surrogateescape").partition("=")[::2]
+                       for e in _read(dfd, "env").split(b"\0") if b"=" in e)
+            cwd = _read(dfd, "cwd").decode("utf-8", "surrogateescape")
+            for name, flags in (("out", os.O_WRONLY), ("err", os.O_WRONLY), ("in", os.O_RDONLY),
+                                ("signal", os.O_RDWR | os.O_NONBLOCK)):
+                fds[name] = _pipe(dfd, name, flags)
+        except (OSError, ValueError):
+            for fd in fds.values():
+                os.close(fd)
+            os.close(dfd)
+            return
         code = 127
         step_file: Optional[Path] = None
         try:
             command, step_file = self._command(args, env, cwd)
-            child = subprocess.Popen(command, stdin=inp, stdout=out, stderr=err, env=self._host_env(env),
-                                     start_new_session=True)
-            for fd in (inp, out, err):
-                os.close(fd)
-            inp = out = err = -1
-            code = self._wait(child, sig)
+            child = subprocess.Popen(command, stdin=fds["in"], stdout=fds["out"], stderr=fds["err"],
+                                     env=self._host_env(env), start_new_session=True)
+            for name in ("in", "out", "err"):
+                os.close(fds.pop(name))
+            code = self._wait(child, fds["signal"])
         except StardockError as exc:
-            os.write(err, f"stardock: {args[0] if args else 'srun'}: {exc}\n".encode())
+            os.write(fds["err"], f"stardock: {args[0] if args else 'srun'}: {exc}\n".encode())
             code = 1 if args and args[0] == "sbcast" else 2
         except OSError as exc:
-            os.write(err, f"stardock: cannot run {args[0] if args else '?'}: {exc.strerror}\n".encode())
+            os.write(fds["err"], f"stardock: cannot run {args[0] if args else '?'}: {exc.strerror}\n".encode())
         finally:
-            for fd in (inp, out, err, sig):
-                if fd >= 0:
-                    os.close(fd)
+            for fd in fds.values():
+                os.close(fd)
             if step_file is not None:
                 for leftover in (step_file, step_file.with_suffix(".conf")):
                     try:
@@ -182,10 +212,12 @@ class StepServer:
                     except OSError:
                         pass
             try:
-                with open(req / "status", "w") as fh:
-                    fh.write(f"{code}\n")
+                status = _pipe(dfd, "status", os.O_WRONLY)
+                os.write(status, f"{code}\n".encode())
+                os.close(status)
             except OSError:
                 pass
+            os.close(dfd)
 
     def _wait(self, child: subprocess.Popen, sig: int) -> int:
         while True:

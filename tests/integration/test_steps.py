@@ -96,6 +96,7 @@ srun false; echo "false=$?"
 echo "hostnames=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | tr '\\n' ' ')"
 srun -N3 -n3 sh -c 'echo "task $SLURM_PROCID local $SLURM_LOCALID node $SLURM_NODEID on $(hostname) \
 $STARDOCK_IMAGE $GREETING"; echo "$SLURM_PROCID" > "$STARDOCK_OUTPUT/task-$SLURM_PROCID"'
+echo "squeue=$(squeue -h -j "$SLURM_JOB_ID" -o %i)"
 test -e /usr/bin/sbatch || echo "no slurm in the image"
 sbcast /etc/hostname /tmp/hostname; echo "sbcast=$?"
 """
@@ -109,12 +110,30 @@ sbcast /etc/hostname /tmp/hostname; echo "sbcast=$?"
     tasks = sorted(line for line in lines if line.startswith("task "))
     assert tasks == [f"task {i} local 0 node {i} on {NODES[i]} {row['image']} hello" for i in range(3)], out
     assert sorted(p.name for p in Path(row["output"]).iterdir()) == ["task-0", "task-1", "task-2"]
+    assert f"squeue={job}" in lines, out
     assert "no slurm in the image" in lines  # the commands come from the host, not the image
     assert "sbcast=1" in lines and "put the file in the output directory or a volume" in err, err
     steps = steps_of(job)
     assert steps[f"{job}.0"]["NNodes"] == "3" and steps[f"{job}.0"]["NodeList"] == "node[1-3]", steps
     assert steps[f"{job}.0"]["NTasks"] == "6" and steps[f"{job}.0"]["State"] == "COMPLETED", steps
     assert steps[f"{job}.1"]["State"] == "FAILED" and steps[f"{job}.1"]["ExitCode"] == "1:0", steps
+
+
+@pytest.mark.podman
+def test_a_signal_to_srun_reaches_its_tasks_and_srun_status_comes_back(work):
+    body = """srun -N2 -n2 sleep 321.5 &
+pid=$!
+sleep 8
+kill -TERM $pid
+wait $pid
+echo "srun=$?"
+"""
+    job, out, err = run_job(work, "signal", body, "-N2", "-n2")
+    assert re.search(r"^srun=(1[0-9][0-9])$", out, re.M), out + err
+    steps = steps_of(job)
+    assert steps[f"{job}.0"]["State"] in ("CANCELLED", "FAILED"), steps
+    assert not [line for line in sh(["ps", "-u", str(os.getuid()), "-o", "args="]).stdout.splitlines()
+                if line.startswith("sleep 321.5")]
 
 
 RANK_RE = re.compile(r"rank (\d) of 6 on (node\d) sum 15")

@@ -100,7 +100,7 @@ def test_task_env_takes_slurm_and_pmi_variables_from_the_task_and_the_rest_from_
             "PATH": "/usr/bin", "HOSTONLY": "x", "HOME": "/elsewhere"}
     assert task_env(step, host) == {"SLURM_JOB_ID": "7", "SLURM_PROCID": "3", "SLURM_LOCALID": "1",
                                     "PMIX_RANK": "3", "PMI_FD": "9", "PATH": "/opt/bin:/usr/bin",
-                                    "HOME": "/home/u", "MYVAR": "mine"}
+                                    "HOME": "/home/u", "MYVAR": "mine", "OMPI_X": "s"}  # the user's MPI tuning stays
 
 
 def test_a_step_survives_its_file():
@@ -227,3 +227,36 @@ def test_handover_passes_an_extra_descriptor_after_the_held_ones(tmp_path):
     finally:
         handover.close()
         os.close(r)
+
+
+@pytest.mark.parametrize("planted", ["out", "argv", "status"])
+def test_a_link_planted_in_a_request_is_never_followed(server, tmp_path, planted):
+    """The container makes the request directory: a link in it to a host file must not let it
+    write (or read) that file through the wrapper."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    req = tmp_path / "rpc" / "r.ABCDEFGH"
+    req.mkdir()
+    (req / "argv").write_bytes(b"scontrol\0show\0hostnames\0")
+    (req / "env").write_bytes(b"PATH=/bin\0")
+    (req / "cwd").write_text("/data/output")
+    for name in ("out", "err", "in", "signal", "status"):
+        if name == planted:
+            (req / name).symlink_to(victim)
+        elif name != "argv":
+            os.mkfifo(req / name)
+    if planted == "argv":
+        (req / "argv").unlink()
+        (req / "argv").symlink_to(victim)
+    if planted == "status":
+        # a full request: the reader ends of the pipes must be open for the wrapper to get that far
+        readers = [os.open(req / n, os.O_RDONLY | os.O_NONBLOCK) for n in ("out", "err")]
+        writer = os.open(req / "in", os.O_RDWR)
+        try:
+            server._handle(req)
+        finally:
+            for fd in (*readers, writer):
+                os.close(fd)
+    else:
+        server._handle(req)
+    assert victim.read_text() == "precious\n"
