@@ -165,6 +165,17 @@ def test_mpi_across_nodes_with_pmi2(work):
     ranks_of(out, "pmi2")
 
 
+@pytest.mark.podman
+@pytest.mark.parametrize("spec, app", [("mpi", "openmpi"), ("mpich", "mpich")])
+def test_the_mpi_apps_pass_their_smoke_commands(work, spec, app):
+    from stardock_hpc.catalog import load_catalog
+
+    key = stardock_json("build", str(work / spec / "stardock.yaml"))["key"]
+    smoke = load_catalog().apps[app].smoke
+    proc = stardock("exec", "--image", key, "--", "sh", "-c", smoke, cwd=work)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_each_step_is_accounted_and_limited_on_its_node(work, engine):
     body = f"""srun -n1 --mem=1G bash -c '{HOG}'
