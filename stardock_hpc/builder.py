@@ -129,6 +129,7 @@ def _build_entry(plan: BuildPlan, key: str, cache: Cache, engine: Engine,
             t0 = time.monotonic()
             artifact = engine.build(context, tag, stage, on_line, timeout=left())
             build_seconds = time.monotonic() - t0
+            run_form = engine.make_run_form(artifact, stage, timeout=left())
             os.replace(context / filename, stage / filename)
             os.replace(context / ".stardock" / "spec.yaml", stage / "spec.yaml")
             meta = {
@@ -151,7 +152,11 @@ def _build_entry(plan: BuildPlan, key: str, cache: Cache, engine: Engine,
                 "stardock_version": __version__,
                 "image_tag": tag if engine.name == "podman" else None,
             }
-            return cache.publish(stage, key, meta, keep=[artifact.name, filename, "spec.yaml"])
+            keep = [artifact.name, filename, "spec.yaml"]
+            if run_form:
+                meta.update(run_form=run_form["name"], image_config=run_form["config"])
+                keep.append(run_form["name"])
+            return cache.publish(stage, key, meta, keep=keep)
     except proc.TimedOut:
         raise BuildTimeout(f"the build of {plan.name} took longer than {bound.named} and was stopped; "
                            "nothing was cached",

@@ -66,6 +66,7 @@ def run_checks(site: Site) -> List[Check]:
         checks.append(("ok", "catalog entries", f"{len(catalog.apps)} apps"))
     except StardockError as exc:
         checks.append(("fail", "catalog entries", str(exc)))
+    checks += _node_start(site)
     checks += scheduler_class(site.scheduler.backend).site_checks(site)
     return checks
 
@@ -150,6 +151,44 @@ def _mpi(default: str) -> List[Check]:
                    "MPI 4 and later built with an external PMIx, as Debian's openmpi app; PMIx talks across versions "
                    "from 3 on) or PMI2 (MPICH, the mpich app); with a fast network, the image also needs the "
                    "user-space drivers (UCX, libfabric, verbs) matching the nodes' kernel drivers"))
+    return checks
+
+
+NETWORK_FS = {0x6969: "NFS", 0xFF534D42: "CIFS", 0x0BD00BD0: "Lustre", 0x47504653: "GPFS", 0x65735546: "FUSE",
+              0x013111A8: "IBRIX", 0x6B414653: "AFS", 0x00C36400: "CephFS", 0xA501FCF5: "BeeGFS"}
+
+
+def filesystem_type(path: str) -> int:
+    """statfs(2)'s f_type of path (0 when it cannot be read)."""
+    import ctypes
+    import ctypes.util
+
+    buf = (ctypes.c_long * 32)()
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if libc.statfs(os.fsencode(path), buf) != 0:
+        return 0
+    return buf[0] & 0xFFFFFFFF
+
+
+def _node_start(site) -> List[Check]:
+    """Where images start from on the nodes, where the users' engine state goes, and the home."""
+    home = os.path.expanduser("~")
+    kind = NETWORK_FS.get(filesystem_type(home))
+    checks: List[Check] = [
+        ("ok", "home", f"{home} is on {kind}: jobs write nothing there but their records (site key records)"
+         if kind else f"{home} is on a local file system"),
+        ("ok", "node storage", f"{site.node_storage} (node_storage; at most {site.node_storage_max}, least "
+         "recently used images first): Podman's store and runtime files, Apptainer's cache"),
+    ]
+    missing = [t for t in ("mksquashfs", "squashfuse") if not shutil.which(t)]
+    if site.engine == "podman" or shutil.which("podman"):
+        checks.append(("warn" if missing else "ok", "image start (podman)",
+                       f"missing {', '.join(missing)}: images are loaded into each node's store instead "
+                       "(minutes for a large image, on every node, for every user)" if missing else
+                       "from the cache's squashfs of each image (made at publish, mounted with squashfuse in "
+                       "the user's namespace on the node; nothing loaded or copied)"))
+    if site.engine == "apptainer" or shutil.which("apptainer"):
+        checks.append(("ok", "image start (apptainer)", "the cache's SIF runs in place"))
     return checks
 
 

@@ -138,6 +138,9 @@ DEFAULT_BASES = {"debian:bookworm": BaseImage("debian:bookworm", "debian",
                                               ref="docker.io/library/debian:bookworm")}
 
 
+DEFAULT_NODE_STORAGE = "/var/tmp/stardock-{uid}"
+
+
 @dataclass(frozen=True)
 class Site:
     engine: str = "podman"
@@ -148,6 +151,8 @@ class Site:
     mount_root: str = "/data"
     outputs: str = "{home}/stardock/outputs"                  # per-job output directories go here
     records: str = "{home}/.local/share/stardock/jobs"       # job records
+    node_storage: str = DEFAULT_NODE_STORAGE                 # per-user engine state on each node (node-local)
+    node_storage_max: str = "20G"                             # its bound; least recently used images go first
     catalog: Tuple[Path, ...] = ()
     ca_certificates: Tuple[Path, ...] = ()
     scheduler: SchedulerConfig = SchedulerConfig()
@@ -228,6 +233,12 @@ def site_type() -> Obj:
                            check=_volume_path), default="{home}/stardock/outputs"),
         "records": Key(Str("Where job records are kept (a path template).", check=_volume_path),
                        default="{home}/.local/share/stardock/jobs"),
+        "node_storage": Key(Str("Each user's engine state on a compute node (Podman's store and runtime "
+                                "files, Apptainer's cache): a node-local path template, never the home.",
+                                check=_volume_path), default=DEFAULT_NODE_STORAGE),
+        "node_storage_max": Key(Str("The most a user's node storage holds; over it, the least recently used "
+                                    "images not in use are removed.", pattern=MEM_RE, pattern_help="e.g. 20G"),
+                                default="20G"),
         "catalog": Key(ListOf(Str("A directory of site app definitions.", check=_abs_path)), default=()),
         "ca_certificates": Key(ListOf(Str("A PEM certificate file.", check=_abs_path),
                                       "CA certificates every image trusts (a site proxy's CA, "
@@ -302,6 +313,7 @@ def _from_document(doc: yamlfile.Document, path: Path, source: str) -> Site:
     kwargs: Dict[str, Any] = dict(
         engine=raw["engine"], bases=bases, default_base=default_base, volumes=volumes,
         mount_root=posixpath.normpath(raw["mount_root"]), outputs=raw["outputs"], records=raw["records"],
+        node_storage=raw["node_storage"], node_storage_max=raw["node_storage_max"],
         catalog=tuple(Path(p) for p in raw["catalog"]),
         ca_certificates=tuple(Path(p) for p in raw["ca_certificates"]),
         scheduler=raw["scheduler"], policy=raw["policy"], trusted_builders=raw["trusted_builders"],
@@ -353,6 +365,8 @@ def site_settings(site: Site) -> Dict[str, Any]:
         "mount_root": site.mount_root,
         "outputs": site.outputs,
         "records": site.records,
+        "node_storage": site.node_storage,
+        "node_storage_max": site.node_storage_max,
         "catalog": [str(p) for p in site.catalog],
         "ca_certificates": [str(p) for p in site.ca_certificates],
         "scheduler": {"backend": site.scheduler.backend, "rest_url": site.scheduler.rest_url,

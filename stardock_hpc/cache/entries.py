@@ -91,6 +91,27 @@ def fd_digest(fd: int) -> str:
         h.update(chunk)
 
 
+RUN_FORMS = {"podman": "image.sqfs"}  # what a node runs in place, beside the artifact
+
+
+def _validate_run_form(meta: Dict, engine: str) -> None:
+    form = meta.get("run_form")
+    if form is None:
+        return
+    if form != RUN_FORMS.get(engine):
+        raise Invalid(f"its run_form {printable(form, 80)} is not {RUN_FORMS.get(engine, 'allowed')} in the entry")
+    if not isinstance(meta.get("run_form_sha256"), str) or not HEX64.fullmatch(meta["run_form_sha256"]):
+        raise Invalid("its run_form_sha256 is not a SHA-256 digest")
+    token = meta.get("run_form_stat")
+    if not (isinstance(token, list) and len(token) == 4 and all(isinstance(x, int) for x in token)):
+        raise Invalid("its run_form_stat is not four integers")
+    config = meta.get("image_config")
+    env = config.get("Env") if isinstance(config, dict) else None
+    if not isinstance(config, dict) or not (env is None or (isinstance(env, list) and
+                                                           all(isinstance(e, str) and "=" in e for e in env))):
+        raise Invalid("its image_config is not the image's config (Env: a list of NAME=VALUE)")
+
+
 def validate_meta(meta: object, key: str) -> Dict:
     """meta.json of the entry for key, or Invalid naming the first thing wrong with it."""
     if not isinstance(meta, dict):
@@ -117,6 +138,7 @@ def validate_meta(meta: object, key: str) -> Dict:
     if stat_token is not None and not (isinstance(stat_token, list) and len(stat_token) == 4
                                        and all(isinstance(x, int) for x in stat_token)):
         raise Invalid("its artifact_stat is not four integers")
+    _validate_run_form(meta, engine)
     if not isinstance(meta.get("apps", []), list) or not all(isinstance(a, str) for a in meta.get("apps", [])):
         raise Invalid("its apps are not a list of names")
     return meta

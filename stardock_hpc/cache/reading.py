@@ -126,24 +126,33 @@ class Reader(Layout):
     def artifact_problem(self, entry: Entry, sha256: Optional[str] = None) -> Optional[str]:
         """None when entry's artifact is a regular file of the entry's owner, inside the entry,
         matching its recorded digest (or sha256); else what is wrong."""
-        want = sha256 or entry.meta.get("artifact_sha256")
+        return self._file_problem(entry, ARTIFACTS[entry.engine], "artifact", sha256)
+
+    def run_form_problem(self, entry: Entry) -> Optional[str]:
+        """The same for the form a node runs in place (a Podman entry's image.sqfs), if it has one."""
+        if not entry.meta.get("run_form"):
+            return None
+        return self._file_problem(entry, entry.meta["run_form"], "run_form", None)
+
+    def _file_problem(self, entry: Entry, name: str, field: str, sha256: Optional[str]) -> Optional[str]:
+        want = sha256 or entry.meta.get(f"{field}_sha256")
+        what = "artifact" if field == "artifact" else "run form"
         try:
             with self._layout("entries") as efd, opened(open_dir_at(efd, entry.name)) as dfd:
                 if os.fstat(dfd).st_uid != entry.owner:
                     return f"{entry.name} no longer belongs to {entry.owner_name}"
-                name = ARTIFACTS[entry.engine]
                 try:
                     fd = os.open(name, FILE_FLAGS, dir_fd=dfd)
                 except OSError as exc:
-                    return f"its artifact {name} cannot be opened ({exc.strerror})"
+                    return f"its {what} {name} cannot be opened ({exc.strerror})"
                 with opened(fd):
                     st = os.fstat(fd)
                     if not stat.S_ISREG(st.st_mode) or st.st_uid != entry.owner:
-                        return f"its artifact {name} is not a regular file of {entry.owner_name}"
-                    if want == entry.meta.get("artifact_sha256") and stat_token(st) == entry.meta.get("artifact_stat"):
+                        return f"its {what} {name} is not a regular file of {entry.owner_name}"
+                    if want == entry.meta.get(f"{field}_sha256") and stat_token(st) == entry.meta.get(f"{field}_stat"):
                         return None  # unchanged since its (trusted) owner recorded both
                     if fd_digest(fd) != want:
-                        return f"its artifact {name} no longer matches the recorded digest"
+                        return f"its {what} {name} no longer matches the recorded digest"
             return None
         except (OSError, CacheError) as exc:
             return f"it cannot be checked ({getattr(exc, 'strerror', None) or exc})"
@@ -192,7 +201,7 @@ class Reader(Layout):
             raise CacheError(f"the image {path} now belongs to {entry.owner_name}, not to uid {owner}")
         if entry.meta["artifact_sha256"] != artifact_sha256:
             raise CacheError(f"the image {path} records another artifact than the one submitted")
-        problem = self.artifact_problem(entry, artifact_sha256)
+        problem = self.artifact_problem(entry, artifact_sha256) or self.run_form_problem(entry)
         if problem:
             raise CacheError(f"the image {path} is not usable: {problem}")
         return entry

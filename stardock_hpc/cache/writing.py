@@ -176,6 +176,10 @@ class Cache(Reader):
             digest = fd_digest(fh.fileno())
         meta = dict(meta, artifact_sha256=digest, artifact_stat=stat_token(st),
                     size=sum(p.stat().st_size for p in staged.iterdir()))
+        if meta.get("run_form"):
+            form = staged / meta["run_form"]
+            with open(form, "rb") as fh:
+                meta.update(run_form_sha256=fd_digest(fh.fileno()), run_form_stat=stat_token(os.fstat(fh.fileno())))
         validate_meta(json.loads(json.dumps(meta)), key)
         (staged / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         os.chmod(staged / META, 0o444)

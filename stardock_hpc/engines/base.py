@@ -7,9 +7,12 @@ import shutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar, Dict, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, ClassVar, Dict, Mapping, Optional, Sequence, Tuple
 
 from stardock_hpc.site import BaseImage
+
+if TYPE_CHECKING:
+    from stardock_hpc.cache.entries import Entry
 
 OnLine = Optional[Callable[[str], None]]
 
@@ -23,10 +26,14 @@ class Mount:
 
 @dataclass(frozen=True)
 class ImageRef:
-    """What an engine runs: a local image name (Podman) or a SIF path (Apptainer)."""
+    """What an engine runs: a local image name (Podman), a SIF path (Apptainer), or a root file
+    system mounted on this node (rootfs: Podman runs it with --rootfs, with the image's env)."""
 
     engine: str
     ref: str
+    squashfs: Optional[str] = None  # the cache's squashfs of the image, mounted for each run
+    rootfs: Optional[str] = None    # where it is mounted
+    env: Tuple[str, ...] = ()       # the image's own environment (NAME=VALUE), given with the run
 
 
 @dataclass(frozen=True)
@@ -64,9 +71,26 @@ class Engine(ABC):
         """Build the context's definition and leave the portable artifact in out_dir; past
         timeout seconds the engine is stopped (proc.TimedOut) and what it made is removed."""
 
+    def make_run_form(self, artifact: Path, out_dir: Path, timeout: Optional[float] = None) -> Optional[Dict]:
+        """Leave in out_dir a form of the image any node runs in place from the shared cache, if
+        the artifact is not one already; its name and what a run needs of the image's config."""
+        return None
+
     @abstractmethod
     def image_for(self, artifact: Path, tag: str) -> ImageRef:
         """The image to run for a cache entry's artifact (loading it first if needed)."""
+
+    def image_for_entry(self, entry: Entry, tag: str) -> ImageRef:
+        """The image to run for a cache entry (its run form when it has one)."""
+        return self.image_for(entry.artifact, tag)
+
+    def mount(self, image: ImageRef, mountpoint: Path) -> ImageRef:
+        """Mount image's run form at mountpoint for one run (engines that need it)."""
+        return image
+
+    def unmount(self, mountpoint: Path) -> None:
+        """Undo mount."""
+        return None
 
     @abstractmethod
     def run_argv(self, image: ImageRef, command: Sequence[str], mounts: Sequence[Mount],

@@ -36,6 +36,8 @@ class Launch:
     entry_owner: int = -1                 # the entry's owner, trusted at submission (checked on the node)
     artifact_sha256: str = ""             # its artifact's digest at submission (checked on the node)
     node_network: bool = False            # policy.node_network: several nodes or MPI share the node's network
+    node_storage: str = ""                # site template: the user's engine state on the node ("": the engines' own)
+    node_storage_max: str = "20G"
     format: int = FORMAT
 
     def to_json(self) -> str:

@@ -37,7 +37,7 @@ from stardock_hpc.cache import Cache
 from stardock_hpc.engines import get_engine
 from stardock_hpc.engines.base import Engine, ImageRef, RunOptions
 from stardock_hpc.errors import StardockError
-from stardock_hpc.jobs import steps
+from stardock_hpc.jobs import nodestore, steps
 from stardock_hpc.jobs.binds import Handover, Held, checked_command, hold_path, hold_volume, release
 from stardock_hpc.jobs.launch import Launch
 from stardock_hpc.jobs.records import RecordStore
@@ -229,7 +229,11 @@ def run_container(launch: Launch, engine: Engine, image: ImageRef, run_: Run, ma
     env = dict(run_.env)
     if run_.fd_env and handover.extra_fds:
         env[run_.fd_env] = str(handover.extra_fds[0])
+    mountpoint: Optional[Path] = None
     try:
+        if image.squashfs:  # the cache's squashfs, mounted for this run only (engines/podman.py)
+            mountpoint = run_.tmpdir / "rootfs"
+            image = engine.mount(image, mountpoint)
         command = checked_command(handover.mounts, run_.command)
         options = RunOptions(network=launch.network, host_network=run_.host_network, uid=uid, gid=gid,
                              runtime=launch.runtime_shim, name=run_.name, tmpdir=str(run_.tmpdir),
@@ -264,6 +268,8 @@ def run_container(launch: Launch, engine: Engine, image: ImageRef, run_: Run, ma
             signal.signal(sig, signal.SIG_IGN)
         if child is not None and (forwarded or child.returncode is None or child.returncode < 0):
             engine.remove_run(run_.name)
+        if mountpoint is not None:
+            engine.unmount(mountpoint)
         proctree.stop_descendants()  # what the engine left behind (conmon, pause processes...)
         marks.unmark(run_.name)
 
@@ -281,11 +287,18 @@ def shares_node_network(launch: Launch, environ: Dict[str, str]) -> bool:
     return launch.node_network and (mpi or number("SLURM_JOB_NUM_NODES") > 1 or number("SLURM_NTASKS") > 1)
 
 
-def _node_setup(uid: int) -> None:
-    """This process exists for the job: the engine commands it runs take its environment."""
+NODE_STORE = "STARDOCK_NODE_STORAGE"
+
+
+def _node_setup(launch: Launch, uid: int) -> None:
+    """This process exists for the job: the engine commands it runs take its environment, which
+    points them at the user's node-local storage (jobs/nodestore.py), never at the home."""
     os.environ["XDG_RUNTIME_DIR"] = runtime_dir(uid)
     for leak in ("DBUS_SESSION_BUS_ADDRESS", "CONTAINERS_STORAGE_CONF"):
         os.environ.pop(leak, None)
+    if launch.node_storage:
+        root = nodestore.setup(launch.node_storage, pwd.getpwuid(uid).pw_name, uid, os.environ)
+        os.environ[NODE_STORE] = str(root)
 
 
 def run(launch: Launch, args: List[str], environ: Dict[str, str]) -> int:
@@ -308,12 +321,12 @@ def run(launch: Launch, args: List[str], environ: Dict[str, str]) -> int:
               "state": "running"}
     workdir = Path(tempfile.mkdtemp(prefix=f"stardock-job-{ids.label}-"))
     output_target = f"{launch.mount_root}/output"
-    _node_setup(uid)
     marks = RunMarks(records_dir, node)
     code = 1
     held: List[Held] = []
     server: Optional[steps.StepServer] = None
     try:
+        _node_setup(launch, uid)
         output = own_dir(private_dir(launch.outputs, user, uid, "outputs directory (site config: outputs)")
                          / ids.label)
         record["output"] = str(output)
@@ -400,7 +413,7 @@ def run_step_task(step: steps.Step, records_dir: Path, program: List[str], envir
     and one /dev/shm."""
     become_subreaper()
     launch = step.launch
-    _node_setup(os.getuid())
+    _node_setup(launch, os.getuid())
     marks = RunMarks(records_dir, socket.gethostname())
     procid = environ.get("SLURM_PROCID", "0")
     name = f"stardock-{step.label}-{environ.get('SLURM_STEP_ID', 's')}-{procid}-{os.getpid()}"
@@ -550,10 +563,18 @@ def set_rlimits(limits: Dict[int, Tuple[int, int]]) -> None:
 
 def _image(engine: Engine, launch: Launch) -> ImageRef:
     """The image the job was submitted with, checked again here: the entry directory is still the
-    one owned by the builder trusted at submission, and its artifact still has the recorded digest."""
+    one owned by the builder trusted at submission, and its artifact (and run form) still have the
+    recorded digests. An image without a run form is loaded into the node's store, which is kept
+    under the site's bound."""
     entry_dir = Path(launch.entry)
     entry = Cache(entry_dir.parent.parent).entry_for_run(entry_dir, launch.entry_owner, launch.artifact_sha256)
-    return engine.image_for(entry.artifact, launch.tag)
+    image = engine.image_for_entry(entry, launch.tag)
+    store = os.environ.get(NODE_STORE)
+    if engine.name == "podman" and not image.squashfs and store:
+        nodestore.used(Path(store), launch.tag)
+        for tag in nodestore.bound(Path(store), launch.node_storage_max, keep=launch.tag):
+            log(f"removed {tag} from this node's store (node_storage_max {launch.node_storage_max})")
+    return image
 
 
 def main(argv: Optional[List[str]] = None) -> None:

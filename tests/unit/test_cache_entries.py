@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from stardock_hpc.cache import ARTIFACTS, SUBDIRS, Cache, CacheError, Entry
+from stardock_hpc.cache.entries import Invalid, validate_meta
 from stardock_hpc.engines import ENGINES
 from stardock_hpc.errors import UsageError
 from stardock_hpc.safefs import printable
@@ -241,3 +242,23 @@ def test_metadata_is_printed_escaped():
 def test_the_artifact_names_are_the_engines():
     assert ARTIFACTS == {name: engine.artifact_name for name, engine in ENGINES.items()}
     assert SUBDIRS == ("entries", "tmp", "locks", "used", "inuse")
+
+
+RUN_FORM = {"run_form": "image.sqfs", "run_form_sha256": "0" * 64, "run_form_stat": [1, 2, 3, 4],
+            "image_config": {"Env": ["PATH=/usr/bin"]}}
+
+
+@pytest.mark.parametrize("over, complaint", [
+    ({"run_form": "../../etc/passwd"}, "run_form"),
+    ({"run_form": "image.oci.tar"}, "run_form"),
+    ({"run_form_sha256": "x"}, "run_form_sha256"),
+    ({"run_form_stat": "now"}, "run_form_stat"),
+    ({"image_config": {"Env": ["no equals sign"]}}, "image_config"),
+    ({"image_config": []}, "image_config"),
+])
+def test_a_run_form_is_only_the_engines_own_file_with_its_digest(over, complaint):
+    assert validate_meta(meta_for(**RUN_FORM), KEY)["run_form"] == "image.sqfs"
+    with pytest.raises(Invalid, match=complaint):
+        validate_meta(meta_for(**dict(RUN_FORM, **over)), KEY)
+    with pytest.raises(Invalid, match="run_form"):
+        validate_meta(meta_for(engine="apptainer", artifact="image.sif", image_tag=None, **RUN_FORM), KEY)

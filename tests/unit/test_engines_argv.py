@@ -79,3 +79,27 @@ def test_unknown_engine_is_a_usage_error():
     with pytest.raises(UsageError, match="engines: podman, apptainer"):
         get_engine("docker")
 
+
+
+def test_podman_runs_a_mounted_squashfs_with_the_images_own_environment_first():
+    image = ImageRef("podman", "localhost/stardock/x:k", squashfs="/cache/e/image.sqfs", rootfs="/tmp/j/rootfs",
+                     env=("PATH=/opt/bin:/usr/bin", "A=from-image"))
+    argv = PodmanEngine().run_argv(image, ["python3", "run.py"], MOUNTS, ENV, "/data/output", RunOptions())
+    assert argv[-4:] == ["--rootfs", "/tmp/j/rootfs:O", "python3", "run.py"]
+    assert "localhost/stardock/x:k" not in argv  # nothing of the store: the mounted root file system
+    envs = [argv[i + 1] for i, a in enumerate(argv) if a == "--env"]
+    # Podman takes the last of a name: the job's own values win over the image's
+    assert envs.index("PATH=/opt/bin:/usr/bin") == 0 and envs.index("A=from-image") < envs.index(ENV_A)
+
+
+ENV_A = "A=it's $(id) `x`\nnext"
+
+
+def test_podman_offers_its_squashfs_run_form_and_falls_back_to_the_archive(tmp_path):
+    from stardock_hpc.cache.entries import Entry
+
+    meta = {"engine": "podman", "run_form": "image.sqfs", "image_config": {"Env": ["PATH=/usr/bin"]}}
+    entry = Entry("k" * 64, tmp_path / "e", 1001, meta)
+    image = PodmanEngine().image_for_entry(entry, "localhost/stardock/x:k")
+    assert image.squashfs == str(tmp_path / "e" / "image.sqfs") and image.env == ("PATH=/usr/bin",)
+    assert image.rootfs is None  # mounted for each run, by the node (jobs/node.py)

@@ -1,0 +1,157 @@
+"""Starting at scale (issue 14): Podman images run in place from the cache's squashfs on any
+node, nothing of a job goes into the home, the users' engine state stays node-local and bounded,
+and many jobs of one image start at once across the nodes."""
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import time
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import pytest
+from clitools import remove, shared_dir, stardock, stardock_json, write_spec
+
+from slurmtools import sh, wait_job
+
+pytestmark = [pytest.mark.slurm]
+ENGINES = [pytest.param("podman", id="podman", marks=pytest.mark.podman),
+           pytest.param("apptainer", id="apptainer", marks=pytest.mark.apptainer)]
+NODE_STORE = "/var/tmp/stardock-{uid}"
+
+
+@pytest.fixture(scope="module")
+def work():
+    path = shared_dir("stardock-start-")
+    yield path
+    remove(path)
+
+
+def build(work: Path, name: str, engine: str = "podman", path_env: Optional[str] = None) -> Dict:
+    directory = work / name
+    spec = write_spec(directory, f"name: {name}\nenv: {{GREETING: hello, NONCE: '{time.time()}'}}\n")
+    extra = {"PATH": path_env} if path_env else None
+    proc = stardock("build", str(spec), "--engine", engine, "--json", env=extra)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def job(work: Path, key: str, body: str, *sbatch: str) -> Tuple[str, str]:
+    script = work / f"job-{time.time_ns()}.sh"
+    script.write_text("#!/bin/bash\n" + body)
+    proc = stardock("sbatch", "--parsable", "--image", key, "-t", "5", f"--output={script}.out", *sbatch,
+                    str(script), cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    jid = proc.stdout.strip()
+    rows = wait_job(jid, timeout=600)
+    out = Path(f"{script}.out").read_text()
+    assert rows[jid]["State"] == "COMPLETED", out
+    return jid, out
+
+
+def on_node(node: str, command: str) -> str:
+    out = sh(["srun", "-w", node, "-N1", "-n1", "-t", "2", "sh", "-c", command])
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@pytest.mark.podman
+def test_a_podman_image_runs_in_place_from_the_caches_squashfs(work):
+    info = build(work, "start-sqfs")
+    entry = Path(info["artifact"]).parent
+    meta = json.loads((entry / "meta.json").read_text())
+    assert meta["run_form"] == "image.sqfs" and (entry / "image.sqfs").is_file()
+    assert "GREETING=hello" in meta["image_config"]["Env"]
+    _jid, out = job(work, info["key"], 'echo "$GREETING $(id -un) $(head -1 /etc/os-release)"\n', "-w", "node3")
+    user = pwd.getpwuid(os.getuid()).pw_name
+    assert out.splitlines()[-1] == f'hello {user} PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"', out
+    # nothing was loaded into node3's store: the image is mounted, not stored
+    images = on_node("node3", f"ls {NODE_STORE.format(uid=os.getuid())}/podman/storage/overlay-images 2>/dev/null "
+                              "| grep -c . || true")
+    assert images.strip() in ("", "0"), images
+
+
+def snapshot(home: Path) -> Dict[str, Tuple[int, int]]:
+    found = {}
+    for dirpath, dirnames, files in os.walk(home):
+        for name in dirnames + files:
+            path = Path(dirpath, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            found[str(path.relative_to(home))] = (st.st_size, st.st_mtime_ns)
+    return found
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_job_writes_nothing_in_the_home_but_its_record(work, engine):
+    info = build(work, f"home-{engine}", engine)
+    home = Path(os.path.expanduser("~"))
+    records = stardock_json("site", "show")["settings"]["records"]["value"]
+    records_rel = str(Path(records.replace("{home}", str(home)).replace("{user}", pwd.getpwuid(os.getuid()).pw_name)
+                           ).relative_to(home))
+    before = snapshot(home)
+    job(work, info["key"], 'echo ran > "$STARDOCK_OUTPUT/x"\n', "-w", "node2")
+    after = snapshot(home)
+    changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
+    assert [p for p in changed if not (p == records_rel or p.startswith(records_rel + "/")
+                                       or records_rel.startswith(p + "/"))] == []
+
+
+@pytest.mark.podman
+def test_images_without_a_squashfs_are_loaded_node_locally_and_kept_under_the_bound(work, tmp_path):
+    """A site without squashfs-tools: images are loaded into the node's store, which stays under
+    node_storage_max (the least recently used image no container uses goes first)."""
+    bin_dir = work / "bin-without-mksquashfs"
+    bin_dir.mkdir()
+    for name in os.listdir("/usr/bin"):
+        if name != "mksquashfs":
+            (bin_dir / name).symlink_to(Path("/usr/bin", name))
+    path_env = ":".join(str(bin_dir) if p in ("/usr/bin", "/bin") else p for p in os.environ["PATH"].split(":"))
+    assert shutil.which("mksquashfs", path=path_env) is None and shutil.which("podman", path=path_env)
+    site = work / "site-small-store.yaml"
+    text = Path(os.environ["STARDOCK_SITE_CONFIG"]).read_text()
+    site.write_text(text + "node_storage_max: 1M\n")
+    keys = []
+    for i in range(3):
+        info = build(work, f"loaded-{i}", path_env=path_env)
+        meta = json.loads((Path(info["artifact"]).parent / "meta.json").read_text())
+        assert "run_form" not in meta
+        keys.append(info["key"])
+    for key in keys:
+        proc = stardock("sbatch", "--parsable", "--site", str(site), "--image", key, "-w", "node2", "-t", "5",
+                        "--output=/dev/null", "--wrap", "echo $GREETING", cwd=work)
+        assert proc.returncode == 0, proc.stderr
+        assert wait_job(proc.stdout.strip(), timeout=600)[proc.stdout.strip()]["State"] == "COMPLETED"
+    used = json.loads(on_node("node2", f"cat {NODE_STORE.format(uid=os.getuid())}/used.json"))
+    tags = sorted(used)
+    assert len(tags) == 1 and tags[0].endswith(":" + keys[-1][:16]), used  # the others were evicted
+    shutil.rmtree(bin_dir, ignore_errors=True)
+
+
+@pytest.mark.podman
+def test_sixteen_jobs_of_a_never_seen_image_start_at_once_on_three_nodes(work):
+    info = build(work, "start-many")
+    sqfs = Path(info["artifact"]).parent / "image.sqfs"
+    made = sqfs.stat().st_mtime_ns
+    script = work / "many.sh"
+    script.write_text('#!/bin/bash\necho "$GREETING from $SLURM_JOB_NODELIST"\n')
+    jobs = []
+    for _ in range(16):
+        proc = stardock("sbatch", "--parsable", "--image", info["key"], "-t", "5", "--mem=200M",
+                        f"--output={work}/many-%j.out", str(script), cwd=work)
+        assert proc.returncode == 0, proc.stderr
+        jobs.append(proc.stdout.strip())
+    hosts = set()
+    for jid in jobs:
+        rows = wait_job(jid, timeout=900)
+        out = (work / f"many-{jid}.out").read_text()
+        assert rows[jid]["State"] == "COMPLETED", out
+        line = out.strip().splitlines()[-1]
+        assert line.startswith("hello from node"), out
+        hosts.add(line.split()[-1])
+    assert hosts == {"node1", "node2", "node3"}
+    assert sqfs.stat().st_mtime_ns == made  # made once, at publish; never again
