@@ -13,6 +13,34 @@ SACCT_FIELDS = ["JobID", "JobName", "State", "ExitCode", "MaxRSS", "ReqMem", "Ti
                 "AllocCPUS", "Elapsed", "User"]
 
 
+# Podman as the user's jobs run it on a node: against the user's node storage there (stardock's
+# site key node_storage; the testbed's default), after clearing what a dead pause process left.
+NODE_PODMAN = """ns=/var/tmp/stardock-$(id -u)
+[ -d "$ns/podman" ] || exit 0
+export XDG_RUNTIME_DIR=/run/user/$(id -u)
+"$0" -c 'import os, pathlib; from stardock_hpc.jobs.node import forget_dead_pause_process as f; \
+f(pathlib.Path(os.environ["XDG_RUNTIME_DIR"]))'
+exec podman --root "$ns/podman/storage" --runroot "$ns/podman/run" "$@"
+"""
+
+
+def node_podman_argv(node: str, *args: str) -> List[str]:
+    import sys
+    return ["srun", "-w", node, "-N1", "-n1", "-t", "2", "--overlap", "sh", "-c", NODE_PODMAN, sys.executable, *args]
+
+
+def node_containers(node: str) -> List[str]:
+    """The names of the user's containers in the node's store. Right after a job ended, its Podman
+    pause process may still be dying (Podman cannot join it yet): asked again a little later."""
+    for _ in range(20):
+        out = sh(node_podman_argv(node, "ps", "-a", "--format", "{{.Names}}"))
+        if out.returncode == 0 or "invalid internal status" not in out.stderr:
+            break
+        time.sleep(1)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
 def sh(argv: List[str], **kw) -> subprocess.CompletedProcess:
     kw.setdefault("capture_output", True)
     kw.setdefault("text", True)

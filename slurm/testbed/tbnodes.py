@@ -51,6 +51,13 @@ CGROUP = Path("/sys/fs/cgroup")
 SLURM_ENV = {"SLURM_CONF": str(ETC / "slurm.conf")}
 
 
+NODE_DISKS = Path("/var/tmp/stardock-testbed-nodes")  # outside STATE: the nodes see STATE in their /var/tmp
+
+
+def local_disk(name: str) -> Path:
+    return NODE_DISKS / name / "var-tmp"
+
+
 def count() -> int:
     try:
         return max(1, int(NODES_FILE.read_text().strip()))
@@ -179,6 +186,11 @@ def start(name: str) -> bool:
         return False
     ensure_cgroups(name)
     (STATE / "slurmd" / name).mkdir(parents=True, exist_ok=True)
+    # the node's /var/tmp: its own local disk, kept across a crash as a disk is (a tmpfs would
+    # charge what jobs keep there, such as the users' node storage, to their memory)
+    disk = local_disk(name)
+    disk.mkdir(parents=True, exist_ok=True)
+    disk.chmod(0o1777)
     say(f"starting {name} ({addr(name)})")
     mounts = [f"{h['point']}:{h['type']}:{h['options']}" for h in hierarchies()]
     procs = " ".join(str(p / "cgroup.procs") for p in node_cgroups(name))
@@ -186,7 +198,7 @@ def start(name: str) -> bool:
     # PID recorded is slurmd's own.
     script = (f'for f in {procs}; do echo $$ > "$f"; done; '
               f'exec ip netns exec {netns(name)} unshare --uts --mount --cgroup --propagation private '
-              f'-- /bin/sh {INIT} {name} {STATE} {HOSTS} {" ".join(mounts)}')
+              f'-- /bin/sh {INIT} {name} {STATE} {HOSTS} {disk} {" ".join(mounts)}')
     log = open(LOG / f"slurmd-{name}.out", "ab")
     # the scientists' /run/user/UID, as logind makes it at a first login on a node
     users = " ".join(f"{pw.pw_uid}:{pw.pw_gid}" for pw in map(pwd.getpwnam, SCIENTISTS))

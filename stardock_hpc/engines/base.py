@@ -48,6 +48,7 @@ class RunOptions:
     interactive: bool = False       # keep stdin open and give the container a terminal
     preserve_fds: int = 0           # descriptors 3.. passed to the container's first process
     pids: Optional[int] = None      # most processes and threads (RLIMIT_NPROC) of the container
+    storage: Optional[str] = None   # Podman: the user's node storage (else $STARDOCK_NODE_STORAGE, else its own)
 
 
 class Engine(ABC):

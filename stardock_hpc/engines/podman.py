@@ -20,6 +20,16 @@ from stardock_hpc.ociarchive import identity
 from stardock_hpc.site import BaseImage, base_reference
 
 RUN_FORM = "image.sqfs"
+NODE_STORAGE = "STARDOCK_NODE_STORAGE"  # set by a job's wrapper: the user's node storage (jobs/nodestore.py)
+
+
+def podman(storage: Optional[str] = None) -> list:
+    """podman, with the store a job's wrapper chose (graph root and run root in the user's node
+    storage; explicit flags, which rootless Podman never overrides with the user's own config)."""
+    root = storage or os.environ.get(NODE_STORAGE)
+    if not root:
+        return ["podman"]
+    return ["podman", "--root", f"{root}/podman/storage", "--runroot", f"{root}/podman/run"]
 STEP_ID_RE = re.compile(r"--> (?:Using cache )?([0-9a-f]{11,64})$")
 
 
@@ -29,15 +39,15 @@ class PodmanEngine(Engine):
     artifact_name = "image.oci.tar"
 
     def _image_id(self, ref: str) -> Optional[str]:
-        out = proc.run(["podman", "image", "inspect", "--format", "{{.Id}}", ref], check=False)
+        out = proc.run([*podman(), "image", "inspect", "--format", "{{.Id}}", ref], check=False)
         return out.stdout.strip() if out.ok else None
 
     def _load(self, archive: Path, expected_id: str, tag: str, timeout: Optional[float] = None) -> None:
         if self._image_id(tag) == expected_id:
             return
         if self._image_id(expected_id) is None:
-            proc.run(["podman", "load", "-q", "-i", archive], timeout=timeout)
-        proc.run(["podman", "tag", expected_id, tag], timeout=timeout)
+            proc.run([*podman(), "load", "-q", "-i", archive], timeout=timeout)
+        proc.run([*podman(), "tag", expected_id, tag], timeout=timeout)
 
     def prepare_base(self, base: BaseImage, on_line: OnLine = None, *, timeout: Optional[float] = None) -> None:
         if base.archive is None:
@@ -106,11 +116,11 @@ class PodmanEngine(Engine):
         if not image.squashfs:
             return image
         mountpoint.mkdir(mode=0o700)
-        proc.run(["podman", "unshare", "squashfuse", "-o", "ro,allow_other", image.squashfs, mountpoint], timeout=120)
+        proc.run([*podman(), "unshare", "squashfuse", "-o", "ro,allow_other", image.squashfs, mountpoint], timeout=120)
         return ImageRef(image.engine, image.ref, image.squashfs, str(mountpoint), image.env)
 
     def unmount(self, mountpoint: Path) -> None:
-        proc.run(["podman", "unshare", "umount", "-l", mountpoint], check=False, timeout=60)
+        proc.run([*podman(), "unshare", "umount", "-l", mountpoint], check=False, timeout=60)
 
     def image_for(self, artifact: Path, tag: str) -> ImageRef:
         ident = identity(artifact)
@@ -120,7 +130,7 @@ class PodmanEngine(Engine):
     def run_argv(self, image: ImageRef, command: Sequence[str], mounts: Sequence[Mount],
                  env: Mapping[str, str], workdir: Optional[str], options: RunOptions) -> list:
         # no_new_privs: a setuid file in the image gains nothing (runc, not Podman, enforces it)
-        argv = ["podman", "run", "--rm", "--pull=never", "--init",
+        argv = [*podman(options.storage), "run", "--rm", "--pull=never", "--init",
                 f"--network={'host' if options.host_network else 'slirp4netns' if options.network else 'none'}",
                 "--userns=keep-id",
                 "--security-opt=no-new-privileges"]
@@ -153,7 +163,7 @@ class PodmanEngine(Engine):
 
     def remove_run(self, name: str) -> bool:
         # `podman run --rm` removes the container itself unless it was interrupted
-        out = proc.run(["podman", "rm", "--force", "--ignore", name], check=False)
+        out = proc.run([*podman(), "rm", "--force", "--ignore", name], check=False)
         return out.ok
 
 

@@ -287,18 +287,14 @@ def shares_node_network(launch: Launch, environ: Dict[str, str]) -> bool:
     return launch.node_network and (mpi or number("SLURM_JOB_NUM_NODES") > 1 or number("SLURM_NTASKS") > 1)
 
 
-NODE_STORE = "STARDOCK_NODE_STORAGE"
-
-
 def _node_setup(launch: Launch, uid: int) -> None:
     """This process exists for the job: the engine commands it runs take its environment, which
     points them at the user's node-local storage (jobs/nodestore.py), never at the home."""
     os.environ["XDG_RUNTIME_DIR"] = runtime_dir(uid)
-    for leak in ("DBUS_SESSION_BUS_ADDRESS", "CONTAINERS_STORAGE_CONF"):
+    for leak in ("DBUS_SESSION_BUS_ADDRESS", "CONTAINERS_STORAGE_CONF", nodestore.NODE_STORAGE):
         os.environ.pop(leak, None)
     if launch.node_storage:
-        root = nodestore.setup(launch.node_storage, pwd.getpwuid(uid).pw_name, uid, os.environ)
-        os.environ[NODE_STORE] = str(root)
+        nodestore.setup(launch.node_storage, pwd.getpwuid(uid).pw_name, uid, os.environ)
 
 
 def run(launch: Launch, args: List[str], environ: Dict[str, str]) -> int:
@@ -569,7 +565,7 @@ def _image(engine: Engine, launch: Launch) -> ImageRef:
     entry_dir = Path(launch.entry)
     entry = Cache(entry_dir.parent.parent).entry_for_run(entry_dir, launch.entry_owner, launch.artifact_sha256)
     image = engine.image_for_entry(entry, launch.tag)
-    store = os.environ.get(NODE_STORE)
+    store = os.environ.get(nodestore.NODE_STORAGE)
     if engine.name == "podman" and not image.squashfs and store:
         nodestore.used(Path(store), launch.tag)
         for tag in nodestore.bound(Path(store), launch.node_storage_max, keep=launch.tag):

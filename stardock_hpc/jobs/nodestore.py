@@ -1,9 +1,10 @@
 """The user's engine state on a compute node: node-local (site key node_storage), never the home.
 
-A job's wrapper points the engines there before it runs any: Podman through a storage.conf of
-its own ($CONTAINERS_STORAGE_CONF: graph root and run root under node storage; the container
-database with them, so nodes no longer share one in an NFS home), Apptainer through
-$APPTAINER_CACHEDIR and $APPTAINER_CONFIGDIR. Images the cache holds as a squashfs are mounted,
+A job's wrapper points the engines there before it runs any: Podman with --root and --runroot
+under node storage ($STARDOCK_NODE_STORAGE, read by engines/podman.py; the container database
+goes with them, so nodes no longer share one in an NFS home; rootless Podman would prefer the
+user's own storage.conf to $CONTAINERS_STORAGE_CONF), Apptainer through $APPTAINER_CACHEDIR and
+$APPTAINER_CONFIGDIR. Images the cache holds as a squashfs are mounted,
 never stored; images without one are loaded into the node's store, which is kept under the site's
 bound (node_storage_max): the least recently used images no container uses go first.
 """
@@ -17,37 +18,20 @@ from pathlib import Path
 from typing import Dict, List, MutableMapping
 
 from stardock_hpc import proc
+from stardock_hpc.engines.podman import NODE_STORAGE, podman
 from stardock_hpc.jobs.userdirs import private_dir
 from stardock_hpc.slurm.values import size_bytes
 
-STORAGE_CONF = """# Written by stardock-hpc for this user's jobs on this node.
-[storage]
-driver = "overlay"
-graphroot = "{root}/podman/storage"
-runroot = "{root}/podman/run"
-"""
 USED = "used.json"
 
 
 def setup(template: str, user: str, uid: int, environ: MutableMapping[str, str]) -> Path:
     """Make the user's node storage (0700, nobody else's) and point the engines at it in environ."""
     root = private_dir(template, user, uid, "node storage (site config: node_storage)")
-    conf = root / "storage.conf"
-    text = STORAGE_CONF.format(root=root)
-    try:
-        current = conf.read_text()
-    except OSError:
-        current = None
-    if current != text:
-        tmp = root / f".storage.conf.{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, conf)
     for sub in ("podman", "apptainer", "apptainer/cache", "xdg-data"):
         (root / sub).mkdir(mode=0o700, exist_ok=True)
-    environ.update(CONTAINERS_STORAGE_CONF=str(conf), APPTAINER_CACHEDIR=str(root / "apptainer" / "cache"),
-                   APPTAINER_CONFIGDIR=str(root / "apptainer"), XDG_DATA_HOME=str(root / "xdg-data"))
+    environ.update({NODE_STORAGE: str(root), "APPTAINER_CACHEDIR": str(root / "apptainer" / "cache"),
+                    "APPTAINER_CONFIGDIR": str(root / "apptainer"), "XDG_DATA_HOME": str(root / "xdg-data")})
     return root
 
 
@@ -68,7 +52,7 @@ def bound(root: Path, max_size: str, keep: str) -> List[str]:
                 break
             if tag == keep:
                 continue
-            out = proc.run(["podman", "rmi", tag], check=False, timeout=300)  # refused while a container uses it
+            out = proc.run([*podman(), "rmi", tag], check=False, timeout=300)  # refused while a container uses it
             if out.ok or "image not known" in out.stderr:
                 del marks[tag]
                 removed.append(tag)
@@ -103,7 +87,7 @@ class _locked:
 def _size(_path: Path) -> int:
     """The images in the node's Podman store, counted as Podman does (shared layers more than
     once: on the safe side)."""
-    out = proc.run(["podman", "images", "--format", "json"], check=False, timeout=120)
+    out = proc.run([*podman(), "images", "--format", "json"], check=False, timeout=120)
     try:
         return sum(int(i.get("Size", 0)) for i in json.loads(out.stdout or "[]")) if out.ok else 0
     except (ValueError, TypeError, AttributeError):

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from slurmtools import node_podman_argv
+
 STATE = Path(os.environ.get("STARDOCK_TESTBED", "/var/tmp/stardock-testbed"))
 TESTBED = Path(__file__).resolve().parents[2] / "slurm" / "testbed" / "testbed"
 USER = os.environ.get("STARDOCK_TEST_USER", "stardock")
@@ -96,5 +98,7 @@ def test_a_node_crash_under_a_job_ends_it_and_the_node_comes_back_clean(work, re
     assert scontrol_state(following) == "COMPLETED"
     out = (work / f"next-{following}.out").read_text()
     assert f"removed stardock-{job}-" in out, out
-    names = as_user("podman", "ps", "-a", "--format", "{{.Names}}", cwd=work).stdout.split()
+    listed = as_user(*node_podman_argv(node, "ps", "-a", "--format", "{{.Names}}"), cwd=work)
+    assert listed.returncode == 0, listed.stderr
+    names = listed.stdout.split()
     assert not [n for n in names if n.startswith(f"stardock-{job}-")], names

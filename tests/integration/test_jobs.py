@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from clitools import remove, shared_dir, stardock, stardock_json, write_spec
 
-from slurmtools import mem_bytes, sh, wait_job
+from slurmtools import mem_bytes, node_containers, node_podman_argv, sh, wait_job
 
 pytestmark = [pytest.mark.slurm, pytest.mark.podman]
 ENGINES = [pytest.param("podman", id="podman"), pytest.param("apptainer", id="apptainer",
@@ -134,7 +134,7 @@ def _job_environ_processes(job: str) -> list:
 
 def _leftovers(job: str, marker: str) -> list:
     found = _job_processes(marker) + _job_processes(f"stardock-{job}-") + _job_environ_processes(job)
-    names = sh(["podman", "ps", "-a", "--format", "{{.Names}}"]).stdout.split()
+    names = node_containers(PLACE["node"])
     return found + [f"container {n}" for n in names if n.startswith(f"stardock-{job}-")]
 
 
@@ -309,8 +309,7 @@ def test_a_sigkilled_wrapper_leaves_a_container_that_the_next_job_removes(workdi
     finished(job, timeout=120)
 
     def left() -> list:
-        names = sh(["podman", "ps", "-a", "--format", "{{.Names}}"]).stdout.split()
-        return [n for n in names if n.startswith(f"stardock-{job}-")]
+        return [n for n in node_containers(PLACE["node"]) if n.startswith(f"stardock-{job}-")]
 
     assert left(), "the container should have outlived its wrapper (else this test proves nothing)"
     following = submit(workdir, "--output=/dev/null", "--wrap", "true")
@@ -325,33 +324,34 @@ def test_a_container_left_by_a_dead_wrapper_is_removed_by_the_next_job(workdir):
     first = submit(workdir, "--output=/dev/null", "--wrap", "true")
     finished(first)
     jobs = Path.home() / ".local" / "share" / "stardock" / "jobs"
-    image = json.loads((jobs / first / "run.json").read_text())["image"]
     marks = jobs / ".running" / PLACE["node"]  # the node's own marks: the next job there cleans up
     assert not [p.name for p in marks.iterdir()], "a finished job must leave no mark"
     dead = subprocess.Popen(["true"])
     dead.wait()
     made = {"stardock-crashed": dead.pid, "stardock-wrapper-alive": os.getpid(), "users-own": None}
+    node = PLACE["node"]
     try:
-        for name, wrapper in made.items():
-            sh(["podman", "create", "--name", name, image, "true"])
+        for name, wrapper in made.items():  # in the node's store, where the user's jobs keep containers
+            created = sh(node_podman_argv(node, "create", "--name", name, "--rootfs", "/", "true"))
+            assert created.returncode == 0, created.stderr
             if wrapper is not None:
                 (marks / name).write_text(f"{wrapper} podman\n")
         job = submit(workdir, "--output=next.out", "--wrap", "true")
         finished(job)
-        names = sh(["podman", "ps", "-a", "--format", "{{.Names}}"]).stdout.split()
+        names = node_containers(node)
         assert "stardock-crashed" not in names
         assert "stardock-wrapper-alive" in names and "users-own" in names
         assert sorted(p.name for p in marks.iterdir()) == ["stardock-wrapper-alive"]
         assert "removed stardock-crashed" in (workdir / "next.out").read_text()
     finally:
-        subprocess.run(["podman", "rm", "--force", "--ignore", *made], capture_output=True)
+        sh(node_podman_argv(node, "rm", "--force", "--ignore", *made))
         for name in made:
             (marks / name).unlink(missing_ok=True)
 
 
-def test_podman_ps_shows_nothing_left_after_jobs():
-    subprocess.run(["podman", "container", "cleanup", "--all"], capture_output=True)
-    names = sh(["podman", "ps", "-a", "--format", "{{.Names}}"]).stdout.split()
+@pytest.mark.parametrize("node", NODES)
+def test_podman_ps_shows_nothing_left_after_jobs(node):
+    names = node_containers(node)
     assert not [n for n in names if n.startswith("stardock-")], names
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from clitools import remove, shared_dir, stardock, stardock_argv, stardock_json, write_spec
 
-from slurmtools import mem_bytes, sh, wait_job
+from slurmtools import mem_bytes, node_containers, sh, wait_job
 
 pytestmark = [pytest.mark.slurm]
 ENGINES = [pytest.param("podman", id="podman", marks=pytest.mark.podman),
@@ -199,7 +199,7 @@ def _leftovers(job: str, marker: str) -> list:
                 found.append(f"process {entry.name}")
         except OSError:
             continue
-    names = sh(["podman", "ps", "-a", "--format", "{{.Names}}"]).stdout.split()
+    names = [n for node in NODES for n in node_containers(node)]
     return found + [f"container {n}" for n in names if n.startswith(f"stardock-{job}-")]
 
 
