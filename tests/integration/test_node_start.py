@@ -14,7 +14,7 @@ from typing import Dict, Optional, Tuple
 import pytest
 from clitools import remove, shared_dir, stardock, stardock_json, write_spec
 
-from slurmtools import sh, wait_job
+from slurmtools import node_podman_argv, sh, wait_job
 
 pytestmark = [pytest.mark.slurm]
 ENGINES = [pytest.param("podman", id="podman", marks=pytest.mark.podman),
@@ -67,10 +67,10 @@ def test_a_podman_image_runs_in_place_from_the_caches_squashfs(work):
     _jid, out = job(work, info["key"], 'echo "$GREETING $(id -un) $(head -1 /etc/os-release)"\n', "-w", "node3")
     user = pwd.getpwuid(os.getuid()).pw_name
     assert out.splitlines()[-1] == f'hello {user} PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"', out
-    # nothing was loaded into node3's store: the image is mounted, not stored
-    images = on_node("node3", f"ls {NODE_STORE.format(uid=os.getuid())}/podman/storage/overlay-images 2>/dev/null "
-                              "| grep -c . || true")
-    assert images.strip() in ("", "0"), images
+    # nothing of it was loaded into node3's store: the image is mounted, not stored
+    listed = sh(node_podman_argv("node3", "images", "--format", "{{.Repository}}:{{.Tag}}"))
+    assert listed.returncode == 0, listed.stderr
+    assert meta["image_tag"] not in listed.stdout.split(), listed.stdout
 
 
 def snapshot(home: Path) -> Dict[str, Tuple[int, int]]:
