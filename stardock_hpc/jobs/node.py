@@ -16,6 +16,7 @@ Started by the job script (wrappers/stardock-node) with the launch (the job spec
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pwd
 import resource
@@ -488,15 +489,16 @@ def job_on_node(engine: Engine, launch: Launch, label: str) -> Iterator[Tuple[Im
         fcntl.flock(active, fcntl.LOCK_SH)
         image: Optional[ImageRef] = None
         try:
-            engine_name, ref = stamp.read_text().split("\n", 1)
-            image = ImageRef(engine_name, ref)
-        except (OSError, ValueError):
+            data = json.loads(stamp.read_text())
+            image = ImageRef(data["engine"], data["ref"], data.get("squashfs"), None, tuple(data.get("env") or ()))
+        except (OSError, ValueError, KeyError, TypeError):
             pass
         if image is None:
             image = _image(engine, launch)
             fd = os.open(stamp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(f"{image.engine}\n{image.ref}")
+            with os.fdopen(fd, "w") as fh:  # all of it: a squashfs is mounted again for each run
+                json.dump({"engine": image.engine, "ref": image.ref, "squashfs": image.squashfs,
+                           "env": list(image.env)}, fh)
     try:
         yield image, shm
     finally:
