@@ -120,6 +120,22 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def measure_in_workdir(args, prefix: str, measure: Callable, render: Callable[[Dict], str]) -> int:
+    """The shape every script shares: the machine's context, a work directory the nodes see
+    (removed afterwards unless --keep), the measurement, the load at the end, the output."""
+    ctx = context()
+    wd = workdir(prefix)
+    try:
+        result = measure(args, wd)
+    finally:
+        if not args.keep:
+            run(["rm", "-rf", str(wd)], check=False)
+    ctx["loadavg_at_end"] = list(os.getloadavg())
+    result["context"] = ctx
+    emit(result, args.json, render)
+    return 0
+
+
 def run_main(main: Callable[[], int]) -> None:
     """A bench script's entry point: exit with main's status, or with one line for a BenchError."""
     try:

@@ -9,30 +9,26 @@ Run as an unprivileged user with the site config in $STARDOCK_SITE_CONFIG (see b
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Dict, List
 
 from _common import (
     build_json,
-    context,
     describe,
-    emit,
     forget_jobs,
     job_id,
+    measure_in_workdir,
     median,
     ms,
     parser,
     ratio,
     remove_entry,
-    run,
     run_main,
     say,
     site_settings,
     table,
     timed,
-    workdir,
     write_spec,
 )
 
@@ -94,18 +90,7 @@ def render(r: Dict) -> str:
 def main() -> int:
     p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--reps", type=int, default=10, help="rounds measured (after one warm-up round)")
-    args = p.parse_args()
-    ctx = context()
-    wd = workdir("stardock-bench-cli-")
-    try:
-        result = measure(args, wd)
-    finally:
-        if not args.keep:
-            run(["rm", "-rf", str(wd)], check=False)
-    ctx["loadavg_at_end"] = list(os.getloadavg())
-    result["context"] = ctx
-    emit(result, args.json, render)
-    return 0
+    return measure_in_workdir(p.parse_args(), "stardock-bench-cli-", measure, render)
 
 
 if __name__ == "__main__":

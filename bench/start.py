@@ -9,7 +9,6 @@ Run as an unprivileged user with the site config in $STARDOCK_SITE_CONFIG (see b
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -18,12 +17,11 @@ from typing import Dict, List
 from _common import (
     BENCH_DIR,
     build_json,
-    context,
     describe,
-    emit,
     expand,
     forget_jobs,
     job_id,
+    measure_in_workdir,
     parser,
     ratio,
     remove_entry,
@@ -33,7 +31,6 @@ from _common import (
     site_settings,
     table,
     wait_job,
-    workdir,
 )
 
 MENU = BENCH_DIR.parent / "tests" / "golden" / "cases" / "menu"
@@ -108,18 +105,7 @@ def main() -> int:
     p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--node", default="node3", help="the node the jobs run on")
     p.add_argument("--engines", nargs="+", default=["podman", "apptainer"], choices=["podman", "apptainer"])
-    args = p.parse_args()
-    ctx = context()
-    wd = workdir("stardock-bench-start-")
-    try:
-        result = measure(args, wd)
-    finally:
-        if not args.keep:
-            run(["rm", "-rf", str(wd)], check=False)
-    ctx["loadavg_at_end"] = list(os.getloadavg())
-    result["context"] = ctx
-    emit(result, args.json, render)
-    return 0
+    return measure_in_workdir(p.parse_args(), "stardock-bench-start-", measure, render)
 
 
 if __name__ == "__main__":

@@ -10,18 +10,16 @@ Run as an unprivileged user with the site config in $STARDOCK_SITE_CONFIG (see b
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Dict, List
 
 from _common import (
     build_json,
-    context,
     describe,
-    emit,
     forget_jobs,
     job_id,
+    measure_in_workdir,
     median,
     parser,
     ratio,
@@ -32,7 +30,6 @@ from _common import (
     site_settings,
     table,
     wait_job,
-    workdir,
     write_spec,
 )
 
@@ -196,18 +193,7 @@ def main() -> int:
     p.add_argument("--reps", type=int, default=5, help="step starts measured (after one warm-up)")
     p.add_argument("--pings", type=int, default=3, help="ping-pong runs (median)")
     p.add_argument("--engines", nargs="+", default=["podman", "apptainer"], choices=["podman", "apptainer"])
-    args = p.parse_args()
-    ctx = context()
-    wd = workdir("stardock-bench-steps-")
-    try:
-        result = measure(args, wd)
-    finally:
-        if not args.keep:
-            run(["rm", "-rf", str(wd)], check=False)
-    ctx["loadavg_at_end"] = list(os.getloadavg())
-    result["context"] = ctx
-    emit(result, args.json, render)
-    return 0
+    return measure_in_workdir(p.parse_args(), "stardock-bench-steps-", measure, render)
 
 
 if __name__ == "__main__":
