@@ -4,7 +4,6 @@ Tests of output parsing patch `run` here; everything else calls it.
 """
 from __future__ import annotations
 
-import logging
 import os
 import shlex
 import signal
@@ -15,8 +14,23 @@ from typing import Callable, List, Mapping, Optional, Sequence, Union
 
 from stardock_hpc.errors import ExternalError
 
-log = logging.getLogger(__name__)
 PathLike = Union[str, "os.PathLike[str]"]
+
+
+_debug = [False]
+
+
+def enable_debug() -> None:
+    """--debug: every program run is logged (logging is loaded for it only)."""
+    import logging
+    logging.basicConfig(level=logging.DEBUG, format="stardock: debug: %(message)s")
+    _debug[0] = True
+
+
+def debug(message: str, *args: object) -> None:
+    if _debug[0]:
+        import logging
+        logging.getLogger(__name__).debug(message, *args)
 
 
 @dataclass(frozen=True)
@@ -52,7 +66,7 @@ def run(
     merged text is returned as stdout.
     """
     args = tuple(os.fspath(a) for a in argv)
-    log.debug("run: %s", shlex.join(args))
+    debug("run: %s", shlex.join(args))
     try:
         if on_line is None:
             proc = subprocess.run(args, env=env, cwd=cwd, input=input, timeout=timeout,
@@ -118,7 +132,7 @@ def _terminate(proc: subprocess.Popen, grace: float = 5.0) -> None:
 def run_interactive(argv: Sequence[PathLike], *, env: Optional[Mapping[str, str]] = None) -> int:
     """Run argv on the user's terminal (stdin, stdout, stderr inherited); return its status."""
     args = tuple(os.fspath(a) for a in argv)
-    log.debug("run (interactive): %s", shlex.join(args))
+    debug("run (interactive): %s", shlex.join(args))
     try:
         return subprocess.call(args, env=env)
     except FileNotFoundError as exc:

@@ -17,6 +17,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from stardock_hpc import yamlfile
 from stardock_hpc.errors import UsageError
+from stardock_hpc.patterns import BASE_RE
 from stardock_hpc.schedulers.registry import NAMES as BACKENDS
 from stardock_hpc.schema import (
     Bool,
@@ -31,7 +32,6 @@ from stardock_hpc.schema import (
     json_schema,
     validate_document,
 )
-from stardock_hpc.spec import BASE_RE
 
 SYSTEM_SITE = Path("/etc/stardock/site.yaml")
 ENGINES = ("podman", "apptainer")

@@ -15,6 +15,16 @@ from typing import Any, Dict, Iterable, Optional, Tuple, Union
 
 from stardock_hpc import yamlfile
 from stardock_hpc.errors import UsageError
+from stardock_hpc.patterns import (  # noqa: F401 - the spec's patterns, also named from here
+    APP_RE,
+    APT_RE,
+    BASE_RE,
+    ENV_KEY_RE,
+    LABEL_KEY_RE,
+    NAME_HELP,
+    NAME_RE,
+    PIP_RE,
+)
 from stardock_hpc.schema import (
     Bool,
     Context,
@@ -29,16 +39,6 @@ from stardock_hpc.schema import (
     validate_document,
 )
 
-NAME_RE = r"[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?"
-NAME_HELP = ("use lowercase letters, digits, '.', '_' and '-', start and end with a letter or "
-             "digit, at most 63 characters")
-APP_RE = r"[a-z0-9][a-z0-9-]{0,62}"
-BASE_RE = r"[a-z0-9][a-z0-9._/-]{0,127}(?::[A-Za-z0-9._-]{1,128})?"
-APT_RE = r"[a-z0-9][a-z0-9+.-]{1,99}(?:=[A-Za-z0-9.+~:-]{1,100})?"
-PIP_RE = (r"[A-Za-z0-9][A-Za-z0-9._-]*(?:\[[A-Za-z0-9._,-]+\])?"
-          r"(?:\s*(?:===|==|!=|~=|>=|<=|<|>)\s*[A-Za-z0-9.*+!_-]+\s*,?)*")
-ENV_KEY_RE = r"[A-Za-z_][A-Za-z0-9_]{0,127}"
-LABEL_KEY_RE = r"[A-Za-z0-9][A-Za-z0-9._/-]{0,127}"
 # Names stardock-hpc or Slurm set in the container; a spec must not override them.
 RESERVED_ENV = re.compile(r"STARDOCK_.*|SLURM_.*|HOME|USER|LOGNAME")
 RESERVED_LABEL_PREFIX = "org.stardock."

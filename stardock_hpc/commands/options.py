@@ -3,11 +3,11 @@ and printing checks."""
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any, List, Optional
 
 import click
 
+from stardock_hpc import proc
 from stardock_hpc.errors import StardockError
 from stardock_hpc.schedulers.base import Check
 
@@ -28,7 +28,7 @@ def _set_site(ctx: click.Context, _param: click.Parameter, value: Optional[str])
 def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if value:
         ctx.ensure_object(State).debug = True
-        logging.basicConfig(level=logging.DEBUG, format="stardock: debug: %(message)s")
+        proc.enable_debug()
 
 
 def common_options(f):

@@ -16,13 +16,14 @@ from stardock_hpc.cache import Cache
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = "c" * 64
-# What no submission of a built image needs: building, importing recipes, other backends, click.
+# What no submission of a built image needs: building, importing recipes, other backends, click,
+# the spec's model, logging (--debug only).
 NOT_FOR_SBATCH_IMAGE = (
     "click", "stardock_hpc.builder", "stardock_hpc.catalog", "stardock_hpc.plan", "stardock_hpc.render",
     "stardock_hpc.importer", "stardock_hpc.cachekey", "stardock_hpc.context", "stardock_hpc.schedulers.rest",
     "stardock_hpc.schedulers.pyslurm_backend", "requests", "stardock_hpc.commands.doctor",
     "stardock_hpc.commands.images", "stardock_hpc.engines.podman", "stardock_hpc.engines.apptainer", "spython",
-    "tarfile",
+    "tarfile", "stardock_hpc.spec", "logging",
 )
 REPORT = ("import atexit, json, os, sys\n"
           "atexit.register(lambda: open(os.environ['MODULES_OUT'], 'w').write(json.dumps(sorted(sys.modules))))\n"
