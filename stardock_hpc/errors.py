@@ -29,3 +29,7 @@ class UsageError(StardockError):
 
 class ExternalError(StardockError):
     """A program we ran (podman, apptainer, sbatch, ...) failed or is missing."""
+
+
+class OutcomeUnknown(ExternalError):
+    """A request reached Slurm but its answer never came back: it may or may not have taken effect."""

@@ -8,6 +8,7 @@ from typing import Callable, List, Optional, Sequence, Set
 from stardock_hpc.cache import Cache, Entry
 
 DAY = 86400.0
+PENDING_DAYS = 7.0   # how long a lost submission's mark keeps its image (`stardock status` settles it sooner)
 
 
 @dataclass
@@ -32,6 +33,15 @@ def plan_prune(cache: Cache, *, older_than: Optional[float] = None, unused_for: 
             live = jobs(users)
             if live is None or any(u.split("_")[0] in live for u in users):
                 protected.add(entry.name)  # never prune what a job will run (or might: Slurm unreachable)
+            if live is not None:  # marks of jobs that have ended are no longer needed (one's own)
+                for user_job in users:
+                    if user_job.split("_")[0] not in live:
+                        cache.forget_use(entry.name, user_job)
+        for stamp, when in cache.pending_of(entry):
+            if now - when < PENDING_DAYS * DAY:
+                protected.add(entry.name)  # a submission whose answer was lost may have made a job of it
+            else:
+                cache.forget_pending(entry.name, stamp)
     chosen: List[Decision] = []
     for entry in mine:
         if entry.name in protected:

@@ -10,10 +10,14 @@ import click
 from stardock_hpc.commands.options import common_options, echo_json, state
 from stardock_hpc.errors import UsageError
 from stardock_hpc.jobs.records import split_job_id
-from stardock_hpc.jobs.report import job_report, pack_outputs, scheduler_for, user_records
+from stardock_hpc.jobs.report import cancel_job, job_report, pack_outputs, scheduler_for, status_rows
 from stardock_hpc.jobs.shell import parse_exec_args, parse_shell_args, run_exec, run_shell
 from stardock_hpc.site import load_site
 from stardock_hpc.slurm.values import TERMINAL
+
+
+def warn(message: str) -> None:
+    click.echo(f"stardock: warning: {message}", err=True)
 
 
 @click.command()
@@ -22,9 +26,7 @@ from stardock_hpc.slurm.values import TERMINAL
 @common_options
 def status(jobs, as_json: bool) -> None:
     """State, exit code, elapsed time, MaxRSS, image and mounts of your stardock jobs."""
-    site = load_site(state().site)
-    ids = list(jobs) or user_records(site).jobs()[-20:]
-    rows = [row for job in ids for row in job_report(job, site)]
+    rows = status_rows(list(jobs), load_site(state().site), warn)
     if as_json:
         echo_json(rows)
         return
@@ -74,7 +76,7 @@ def logs(job: str, follow: bool) -> None:
 def cancel(job: str) -> None:
     """Cancel a job; its container is stopped and nothing of it remains."""
     split_job_id(job)
-    scheduler_for(job, load_site(state().site)).cancel(job)
+    cancel_job(job, load_site(state().site))
     click.echo(f"cancelled {job}")
 
 

@@ -34,6 +34,7 @@ class ImageRef:
     squashfs: Optional[str] = None  # the cache's squashfs of the image, mounted for each run
     rootfs: Optional[str] = None    # where it is mounted
     env: Tuple[str, ...] = ()       # the image's own environment (NAME=VALUE), given with the run
+    holder: Optional[int] = None    # a process in the namespaces where that mount is (runs join them)
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,8 @@ class Engine(ABC):
         """Mount image's run form at mountpoint for one run (engines that need it)."""
         return image
 
-    def unmount(self, mountpoint: Path) -> None:
-        """Undo mount."""
+    def unmount(self, image: ImageRef) -> None:
+        """Undo mount (image is what it returned)."""
         return None
 
     @abstractmethod

@@ -30,6 +30,21 @@ def podman(storage: Optional[str] = None) -> list:
     if not root:
         return ["podman"]
     return ["podman", "--root", f"{root}/podman/storage", "--runroot", f"{root}/podman/run"]
+
+
+def in_namespace_of(pid: int) -> list:
+    """Run the rest in the user and mount namespaces of pid (one of the user's rootless Podman
+    namespaces, which the user owns: no privilege needed), as the namespace's root, as `podman
+    unshare` does; nsenter execs the command, which stays our child (signals, exit status)."""
+    return ["nsenter", f"--target={pid}", "--user", "--mount", "--preserve-credentials", "--"]
+
+
+def rootless_env() -> list:
+    """Podman started in its rootless namespace takes it as it is, and needs the user's own ids."""
+    return ["env", "_CONTAINERS_USERNS_CONFIGURED=done", f"_CONTAINERS_ROOTLESS_UID={os.getuid()}",
+            f"_CONTAINERS_ROOTLESS_GID={os.getgid()}"]
+
+
 STEP_ID_RE = re.compile(r"--> (?:Using cache )?([0-9a-f]{11,64})$")
 
 
@@ -112,15 +127,27 @@ class PodmanEngine(Engine):
     def mount(self, image: ImageRef, mountpoint: Path) -> ImageRef:
         """squashfuse in the user's rootless user namespace, where Podman runs containers: the
         files, root's in the squashfs, are the user's there; each container gets an overlay of
-        its own on top (--rootfs DIR:O)."""
+        its own on top (--rootfs DIR:O).
+
+        The mount exists in that namespace's mount namespace only, which lives as long as the
+        user's pause process on the node. That process may die before the run starts (it
+        belongs to whichever job of the user started Podman first here, and Slurm ends it with
+        that job's step): Podman would then make a new namespace, without the mount, and the
+        container would start from an empty directory ("stat /run/podman-init: permission
+        denied"). So the run joins the namespaces of the squashfuse daemon itself (holder)."""
         if not image.squashfs:
             return image
         mountpoint.mkdir(mode=0o700)
-        proc.run([*podman(), "unshare", "squashfuse", "-o", "ro,allow_other", image.squashfs, mountpoint], timeout=120)
-        return ImageRef(image.engine, image.ref, image.squashfs, str(mountpoint), image.env)
+        squashfuse = ["squashfuse", "-o", "ro,allow_other", image.squashfs, str(mountpoint)]
+        proc.run([*podman(), "unshare", *squashfuse], timeout=120)
+        holder = proctree.find_own(squashfuse)
+        if holder is None:
+            raise ExternalError(f"squashfuse mounted {image.squashfs} but is not running any more")
+        return ImageRef(image.engine, image.ref, image.squashfs, str(mountpoint), image.env, holder=holder)
 
-    def unmount(self, mountpoint: Path) -> None:
-        proc.run([*podman(), "unshare", "umount", "-l", mountpoint], check=False, timeout=60)
+    def unmount(self, image: ImageRef) -> None:
+        if image.rootfs and image.holder:  # the daemon ends with its mount
+            proc.run([*in_namespace_of(image.holder), "umount", "-l", image.rootfs], check=False, timeout=60)
 
     def image_for(self, artifact: Path, tag: str) -> ImageRef:
         ident = identity(artifact)
@@ -130,7 +157,8 @@ class PodmanEngine(Engine):
     def run_argv(self, image: ImageRef, command: Sequence[str], mounts: Sequence[Mount],
                  env: Mapping[str, str], workdir: Optional[str], options: RunOptions) -> list:
         # no_new_privs: a setuid file in the image gains nothing (runc, not Podman, enforces it)
-        argv = [*podman(options.storage), "run", "--rm", "--pull=never", "--init",
+        joined = in_namespace_of(image.holder) + rootless_env() if image.rootfs and image.holder else []
+        argv = [*joined, *podman(options.storage), "run", "--rm", "--pull=never", "--init",
                 f"--network={'host' if options.host_network else 'slirp4netns' if options.network else 'none'}",
                 "--userns=keep-id",
                 "--security-opt=no-new-privileges"]
@@ -170,7 +198,8 @@ class PodmanEngine(Engine):
 class BuildFailed(ExternalError):
     def __init__(self, what: str, code: int, output: str) -> None:
         lines = [line for line in output.splitlines() if line.strip()]
-        failed = [line for line in lines if line.startswith("stardock: build step failed")]
+        # what the build script itself said went wrong (a failed step, a locked version missing)
+        failed = [line for line in lines if line.startswith(("stardock: build step failed", "stardock: the locked"))]
         detail = "\n".join(lines[-15:])
         message = f"{what} failed (exit {code})"
         if failed:

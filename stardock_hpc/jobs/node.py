@@ -111,9 +111,12 @@ def forget_dead_pause_process(runtime: Path) -> None:
     first Podman command on the node, in that job's cgroup: when that job ends, Slurm kills it.
     Its "alive" marker stays, and every later Podman command of the user on the node fails
     ("invalid internal status ... could not find any running process"). Without a live pause
-    process the marker is stale: removed, Podman makes a new namespace (with the same mappings)."""
+    process the marker is stale: removed, Podman makes a new namespace (with the same mappings).
+    A pause.pid left without its marker names a dead process (or, its number reused, another
+    one): Podman tries to join it and fails ("cannot re-exec process to join the existing user
+    namespace"): removed too."""
     tmp = runtime.joinpath(*PAUSE_DIR)
-    if not (tmp / "alive").exists():
+    if not (tmp / "alive").exists() and not (tmp / "pause.pid").exists():
         return
     try:
         lock = os.open(tmp / "alive.lck", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -125,7 +128,7 @@ def forget_dead_pause_process(runtime: Path) -> None:
             pid = int((tmp / "pause.pid").read_text().split()[0])
         except (OSError, ValueError, IndexError):
             pid = None
-        if pid is not None and process_exists(pid):
+        if pid is not None and is_pause_process(pid):
             return
         for name in ("alive", "pause.pid"):
             try:
@@ -167,17 +170,56 @@ def forget_earlier_boots(runtime: Path) -> None:
         stamp.write_text(boot + "\n")
 
 
+def remove_own_tmpdir(path: Optional[Path]) -> None:
+    """A dead wrapper's temporary directory: only a real directory of this user, named as the
+    wrappers name theirs (never through a link, never anything else a mark might name)."""
+    if path is None or not path.name.startswith(("stardock-job-", "stardock-task-")):
+        return
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return
+    if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():
+        remove_tree(path)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a directory of this user's, read-only parts included (the step stand-ins' bin/ is
+    0500: a plain rmtree left every job's temporary directory behind on the node). Links are
+    removed, never followed. Best effort."""
+    def writable_parent(func, failed, _exc) -> None:
+        try:
+            parent = os.path.dirname(failed)
+            if not os.path.islink(parent):
+                os.chmod(parent, 0o700)
+            func(failed)
+        except OSError:
+            pass
+    shutil.rmtree(path, onerror=writable_parent)
+
+
 def remove_orphans(marks: RunMarks) -> None:
     """Remove containers of this user's earlier jobs on this node that never got cleaned up."""
     try:
-        for name, engine in marks.orphans(process_exists):
-            if get_engine(engine).remove_run(name):
-                marks.unmark(name)  # kept otherwise: the next job tries again
-                log(f"removed {name}, left on this node by a job that ended without cleaning up")
+        for orphan in marks.orphans(process_exists):
+            if get_engine(orphan.engine).remove_run(orphan.name):
+                remove_own_tmpdir(orphan.tmpdir)
+                marks.unmark(orphan.name)  # kept otherwise: the next job tries again
+                log(f"removed {orphan.name}, left on this node by a job that ended without cleaning up")
             else:
-                log(f"warning: could not remove {name}, left on this node by an earlier job; the next job tries again")
+                log(f"warning: could not remove {orphan.name}, left on this node by an earlier job; the next job "
+                    "tries again")
     except (OSError, StardockError) as exc:  # best effort: never fail this job over an earlier one
         log(f"warning: could not remove what earlier jobs left: {exc}")
+
+
+def is_pause_process(pid: int) -> bool:
+    """Whether pid is a live Podman pause process of this user (catatonit -P, or podman itself)."""
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return False
+    return comm in ("catatonit", "podman") and process_exists(pid)
 
 
 def process_exists(pid: int) -> bool:
@@ -230,11 +272,10 @@ def run_container(launch: Launch, engine: Engine, image: ImageRef, run_: Run, ma
     env = dict(run_.env)
     if run_.fd_env and handover.extra_fds:
         env[run_.fd_env] = str(handover.extra_fds[0])
-    mountpoint: Optional[Path] = None
+    mounted: Optional[ImageRef] = None
     try:
         if image.squashfs:  # the cache's squashfs, mounted for this run only (engines/podman.py)
-            mountpoint = run_.tmpdir / "rootfs"
-            image = engine.mount(image, mountpoint)
+            image = mounted = engine.mount(image, run_.tmpdir / "rootfs")
         command = checked_command(handover.mounts, run_.command)
         options = RunOptions(network=launch.network, host_network=run_.host_network, uid=uid, gid=gid,
                              runtime=launch.runtime_shim, name=run_.name, tmpdir=str(run_.tmpdir),
@@ -251,7 +292,7 @@ def run_container(launch: Launch, engine: Engine, image: ImageRef, run_: Run, ma
 
         for sig in FORWARDED:
             signal.signal(sig, forward)
-        marks.mark(run_.name, os.getpid(), launch.engine)
+        marks.mark(run_.name, os.getpid(), launch.engine, run_.tmpdir)
         limits = engine.spawn_rlimits(options)
 
         def in_child() -> None:
@@ -269,8 +310,8 @@ def run_container(launch: Launch, engine: Engine, image: ImageRef, run_: Run, ma
             signal.signal(sig, signal.SIG_IGN)
         if child is not None and (forwarded or child.returncode is None or child.returncode < 0):
             engine.remove_run(run_.name)
-        if mountpoint is not None:
-            engine.unmount(mountpoint)
+        if mounted is not None:
+            engine.unmount(mounted)
         proctree.stop_descendants()  # what the engine left behind (conmon, pause processes...)
         marks.unmark(run_.name)
 
@@ -369,7 +410,7 @@ def run(launch: Launch, args: List[str], environ: Dict[str, str]) -> int:
             for leftover in records_dir.glob(f"{ids.label}.{os.getpid()}.*.step.*"):  # a step cut short
                 leftover.unlink()
         proctree.stop_descendants()
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_tree(workdir)
         record.update(end=time.time(), exit_code=code)
         try:
             records.write_run(ids.record_id, ids.task, record)
@@ -424,7 +465,7 @@ def run_step_task(step: steps.Step, records_dir: Path, program: List[str], envir
         log(f"error: task {procid}: {exc}")
         return 1
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_tree(workdir)
 
 
 def _run_task(step: steps.Step, program: List[str], environ: Dict[str, str], engine: Engine, image: ImageRef,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
-from stardock_hpc.errors import StardockError
+from stardock_hpc.errors import ExternalError, StardockError
 from stardock_hpc.slurm.options import Option
 from stardock_hpc.slurm.values import ACTIVE
 
@@ -55,6 +55,7 @@ class JobState:
 
 class Scheduler(ABC):
     name: ClassVar[str]
+    status_source: ClassVar[str] = "accounting"   # where status() answers from (shown by `stardock status`)
 
     @classmethod
     def from_site(cls, site: Site) -> Scheduler:
@@ -71,6 +72,15 @@ class Scheduler(ABC):
 
     @abstractmethod
     def status(self, job_ids: Sequence[str]) -> Dict[str, JobState]: ...
+
+    def find_jobs(self, name: str, since: float, until: float) -> Optional[List[str]]:
+        """The user's jobs named name that Slurm received between since and until (epoch
+        seconds): how a submission whose answer was lost is found again. None: cannot tell."""
+        return None
+
+    def live_status(self, job_ids: Sequence[str]) -> Dict[str, JobState]:
+        """slurmctld's view alone (no exit codes or MaxRSS), for when the accounting does not answer."""
+        raise ExternalError(f"the {self.name} backend cannot ask slurmctld alone")
 
     @abstractmethod
     def cancel(self, job_id: str) -> None: ...

@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 from stardock_hpc.errors import UsageError
 from stardock_hpc.schedulers.base import Submission
+from stardock_hpc.schedulers.job_env import sbatch_variables
 from stardock_hpc.slurm import values
 from stardock_hpc.slurm.options import LONG, Option
 from stardock_hpc.slurm.script import parse_script
@@ -54,6 +55,51 @@ def minutes(value: Optional[str], _ctx: Ctx) -> Any:
 def megabytes(value: Optional[str], _ctx: Ctx) -> Any:
     """sbatch's sizes (Slurm's str_to_mbytes): a number of MB, or with a K, M, G or T suffix."""
     return values.mem_mb(value or "")
+
+
+def py_megabytes(value: Optional[str], ctx: Ctx) -> Any:
+    mb = megabytes(value, ctx)
+    if mb == 0:  # sbatch's --mem=0: all of each node's memory
+        raise Refused("pyslurm 22.5 sends a size of 0 as 'not set' (its u64(0) is NO_VAL), so the job "
+                      "would get the default memory instead of all of it")
+    return mb
+
+
+def py_seconds_of_minutes(value: Optional[str], ctx: Ctx) -> Any:
+    """sbatch reads --delay-boot in minutes; pyslurm's delay_boot_time is a time string in seconds
+    (a bare number there means seconds)."""
+    mins = minutes(value, ctx)
+    return mins if mins == values.UNLIMITED else values.duration(mins * 60)
+
+
+def py_distribution(value: Optional[str], _ctx: Ctx) -> Any:
+    """pyslurm 22.5 builds a distribution from sbatch's form but fills the levels left out with
+    "cyclic" and None, which Slurm refuses ("cyclic:cyclic:None"); all three levels, or plane, pass."""
+    levels = (value or "").split(",", 1)[0]
+    if not levels.startswith("plane") and len(levels.split(":")) != 3:
+        raise Refused("pyslurm 22.5 cannot describe a distribution without all three levels (it fills in "
+                      "\"cyclic:None\", which Slurm refuses, and three levels are a different distribution); give "
+                      "node:socket:core, e.g. block:cyclic:cyclic, or plane=N")
+    return value
+
+
+CPU_FREQ_WORDS = {"low", "medium", "high", "highm1"}
+
+
+def py_cpu_frequency(value: Optional[str], _ctx: Ctx) -> Any:
+    """sbatch's --cpu-freq=p1[-p2[:gov]] as pyslurm's dict: pyslurm's own parser reads a single word
+    (low, medium, high, highm1) as a governor and refuses it."""
+    text_value = value or ""
+    rng, _colon, governor = text_value.partition(":")
+    low, dash, high = rng.partition("-")
+    if not dash and not governor and low.lower() not in CPU_FREQ_WORDS and not low.isdigit():
+        return {"governor": low}          # a governor alone (performance, ondemand, ...)
+    freq: Dict[str, str] = {"max": high} if dash else {"max": low}
+    if dash:
+        freq["min"] = low
+    if governor:
+        freq["governor"] = governor
+    return freq
 
 
 def absolute(value: Optional[str], ctx: Ctx) -> Any:
@@ -117,6 +163,7 @@ def neither(why: str, py_why: str = "") -> Rule:
 
 DISABLED = "disabled in slurmrestd (it refuses the field)"
 NO_ATTR = "JobSubmitDescription has no such attribute"
+NEVER_SENT = "pyslurm 22.5 takes the attribute but never sends it to Slurm (its setter is never called)"
 # Options that change only what the submitting command does, not the job: each backend honours them
 # itself (stardock prints what sbatch would), so they are carried, not dropped.
 CLIENT_SIDE = {"parsable", "quiet", "verbose", "ignore-pbs", "export", "wrap"}
@@ -138,15 +185,15 @@ RULES: Dict[str, Rule] = {
     "context": neither("an SELinux context is set by sbatch on the submit host; slurmrestd 22.05 and "
                        "JobSubmitDescription carry none"),
     "contiguous": py_only("requires_contiguous_nodes", DISABLED, const(True)),
-    "core-spec": same("core_specification", integer, pyslurm="cores_reserved_for_system"),
+    "core-spec": rest_only("core_specification", integer, py_why=NEVER_SENT),
     "cores-per-socket": same("cores_per_socket", integer),
-    "cpu-freq": same("cpu_frequency"),
+    "cpu-freq": same("cpu_frequency", py_conv=py_cpu_frequency),
     "cpus-per-gpu": same("cpus_per_gpu", py_conv=integer),
     "cpus-per-task": same("cpus_per_task", integer),
     "deadline": same("deadline"),
-    "delay-boot": same("delay_boot", pyslurm="delay_boot_time"),
+    "delay-boot": same("delay_boot", pyslurm="delay_boot_time", py_conv=py_seconds_of_minutes),
     "dependency": same("dependency", pyslurm="dependencies"),
-    "distribution": same("distribution"),
+    "distribution": same("distribution", py_conv=py_distribution),
     "error": same("standard_error"),
     "exclude": same("exclude_nodes", pyslurm="excluded_nodes"),
     "exclusive": Rule("exclusive", exclusive, "resource_sharing",
@@ -175,11 +222,12 @@ RULES: Dict[str, Rule] = {
     "mail-type": same("mail_type", pyslurm="mail_types"),
     "mail-user": same("mail_user"),
     "mcs-label": same("mcs_label"),
-    "mem": same("memory_per_node", megabytes),
+    "mem": same("memory_per_node", megabytes, py_conv=py_megabytes),
     "mem-bind": rest_only("memory_binding"),
-    "mem-per-cpu": same("memory_per_cpu", megabytes),
+    "mem-per-cpu": same("memory_per_cpu", megabytes, py_conv=py_megabytes),
     "mem-per-gpu": same("memory_per_gpu", megabytes),
-    "mincpus": same("minimum_cpus_per_node", integer, pyslurm="min_cpus_per_node"),
+    "mincpus": rest_only("minimum_cpus_per_node", integer,
+                         py_why="pyslurm 22.5 sends it as the job's total minimum of CPUs, not per node"),
     "network": py_only("network", DISABLED),
     "nice": same("nice", nice),
     "no-kill": same("no_kill", text, pyslurm="kill_on_node_fail",  # null: the bare flag, as above
@@ -210,16 +258,17 @@ RULES: Dict[str, Rule] = {
     "reboot": py_only("requires_node_reboot", DISABLED, const(True)),
     "requeue": same("requeue", const(True), pyslurm="is_requeueable"),
     "reservation": same("reservation", pyslurm="reservations"),
-    "signal": same("signal", signal, py_conv=text),
+    "signal": rest_only("signal", signal, py_why=NEVER_SENT),
     "sockets-per-node": same("sockets_per_node", integer),
     "spread-job": same("spread_job", const(True), pyslurm="spreads_over_nodes"),
-    "switches": py_only("switches", DISABLED),
+    "switches": neither(DISABLED, NEVER_SENT),
     "test-only": neither("it asks whether the job could run and submits nothing; use --backend sbatch"),
-    "thread-spec": same("thread_specification", integer, pyslurm="threads_reserved_for_system"),
+    "thread-spec": rest_only("thread_specification", integer, py_why=NEVER_SENT),
     "threads-per-core": same("threads_per_core", integer),
-    "time": same("time_limit", minutes, py_conv=text),
-    "time-min": same("time_minimum", minutes, pyslurm="time_limit_min", py_conv=text),
-    "tmp": same("temporary_disk_per_node", megabytes, py_conv=text),
+    # whole minutes for both: pyslurm hands a plain number through as a string, which libslurm cannot take
+    "time": same("time_limit", minutes),
+    "time-min": same("time_minimum", minutes, pyslurm="time_limit_min"),
+    "tmp": same("temporary_disk_per_node", megabytes),
     "uid": py_only("user_id", "slurmrestd runs the job as the token's user"),
     "usage": neither("it asks sbatch for its usage text, it does not describe a job"),
     "use-min-nodes": same("minimum_nodes", const(True), pyslurm="use_min_nodes"),
@@ -228,8 +277,12 @@ RULES: Dict[str, Rule] = {
     "wait-all-nodes": same("wait_all_nodes", text, py_conv=lambda v, _c: (v or "").strip() == "1"),
     "wckey": same("wckey"),
 }
-# Options whose fields exclude each other: the one from the later place wins, as with sbatch.
+# Options whose fields exclude each other: the later one wins, as with sbatch.
 EXCLUSIVE_GROUPS = (("mem", "mem-per-cpu", "mem-per-gpu"), ("requeue", "no-requeue"))
+# sbatch's memory options are stricter (slurm_opt.c's _validate_memory_options): two of them in the
+# script and command line together, or two in the environment, are an error; one from the script or
+# command line beats the environment's.
+MEMORY = ("mem", "mem-per-cpu", "mem-per-gpu")
 
 # sbatch's input environment variables (man sbatch, 22.05) and the options they stand for.
 ENV_OPTIONS: Dict[str, str] = {
@@ -271,7 +324,15 @@ def gather(script: str, command_line: Sequence[Option], environ: Mapping[str, st
     parsed = parse_script(script, None, where)
     directives = [o for _line, opts in parsed.sbatch_lines for o in opts]
     pbs = [line.strip() for line in parsed.header if line.strip().startswith("#PBS")]
-    return directives + env_options(environ) + list(command_line), pbs
+    given, from_env = directives + list(command_line), env_options(environ)
+    if len({o.name for o in given if o.name in MEMORY}) > 1:
+        raise UsageError("--mem, --mem-per-cpu and --mem-per-gpu are mutually exclusive (in the job script and "
+                         "on the command line together, as sbatch says)")
+    if any(o.name in MEMORY for o in given):
+        from_env = [o for o in from_env if o.name not in MEMORY]
+    elif len({o.name for o in from_env if o.name in MEMORY}) > 1:
+        raise UsageError("SBATCH_MEM_PER_NODE, SBATCH_MEM_PER_CPU and SBATCH_MEM_PER_GPU are mutually exclusive")
+    return directives + from_env + list(command_line), pbs
 
 
 def _spelled(option: Option) -> str:
@@ -282,6 +343,8 @@ def describe(options: Iterable[Option], ctx: Ctx, backend: str) -> Dict[str, Any
     """The job fields (REST names for backend "rest", JobSubmitDescription attributes for
     "pyslurm") of options given lowest precedence first. Raises one UsageError naming every
     option the backend cannot carry."""
+    options = list(options)
+    given = {o.name for o in options}
     fields: Dict[str, Any] = {}
     origin: Dict[str, str] = {}        # field -> the option that set it
     refused: List[str] = []
@@ -311,6 +374,8 @@ def describe(options: Iterable[Option], ctx: Ctx, backend: str) -> Dict[str, Any
                         del fields[other_field], origin[other_field]
         fields[target] = value
         origin[target] = option.name
+    if backend == "pyslurm" and "hold" in given:
+        fields["priority"] = 0  # sbatch holds a job whatever --priority says; pyslurm holds by priority 0
     if refused:
         raise UsageError(f"the {backend} backend cannot carry these sbatch options:\n  " + "\n  ".join(refused),
                          hint="drop them, or submit with --backend sbatch")
@@ -371,7 +436,8 @@ def describe_submission(submission: Submission, backend: str, server: str, cwd_f
     fields = describe(options, Ctx(str(submission.cwd)), backend)
     export = [o.value for o in options if o.name == "export"]
     environment = export_environment(export[-1] if export else None, submission.environ)
-    fields["environment"] = submit_environment(environment, str(submission.cwd))
     fields.setdefault("name", submission.script_name or "sbatch")
+    fields["environment"] = {**submit_environment(environment, str(submission.cwd)),
+                             **sbatch_variables(options, fields["name"])}
     fields.setdefault(cwd_field, str(submission.cwd))
     return fields

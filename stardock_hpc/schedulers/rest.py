@@ -7,6 +7,7 @@ exported environment). Status and accounting come from /slurm (slurmctld's view)
 """
 from __future__ import annotations
 
+import getpass
 import shlex
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -24,7 +25,7 @@ from stardock_hpc.schedulers.rest_client import (
     error_list,
 )
 from stardock_hpc.site import Site
-from stardock_hpc.slurm.values import ACTIVE, duration
+from stardock_hpc.slurm.values import ACTIVE, array_task_ranges, duration
 
 _CLIENTS: Dict[Tuple[str, str, str], RestClient] = {}
 HELD = 2042                          # "Job is in held state, pending scheduler release": sbatch says nothing
@@ -57,7 +58,10 @@ def db_exit_code(value: Any, state: str) -> Optional[str]:
     if value.get("status") == "SIGNALED":
         return f"0:{(value.get('signal') or {}).get('signal_id', 0)}"
     if value.get("status") == "SUCCESS":
-        return "0:0" if state == "COMPLETED" or not rest_versions.DB_EXIT_CODE_UNRELIABLE else None
+        # a CANCELLED job's record is written when it is cancelled, before its script ends: sacct
+        # shows 0:0 for it, whatever the script's exit (slurmctld keeps the script's, 143:0)
+        trusted = state in ("COMPLETED", "CANCELLED") or not rest_versions.DB_EXIT_CODE_UNRELIABLE
+        return "0:0" if trusted else None
     return None
 
 
@@ -69,12 +73,16 @@ def max_rss(step: Dict[str, Any]) -> Optional[str]:
     return None
 
 
-def _key(job: Dict[str, Any]) -> str:
+def _key(job: Dict[str, Any]) -> Optional[str]:
+    """A controller record as sacct names it; None for an array's emptied pending record (its
+    tasks all split off or cancelled: sacct shows no such row)."""
     array_id, task = job.get("array_job_id"), job.get("array_task_id")
-    if array_id and task is not None:
+    if array_id and isinstance(task, int) and task < 4294967294:
         return f"{array_id}_{task}"
     if array_id and job.get("array_task_string"):
         return f"{array_id}_[{job['array_task_string']}]"
+    if array_id:
+        return None
     return str(job.get("job_id"))
 
 
@@ -84,7 +92,7 @@ def _db_key(job: Dict[str, Any]) -> str:
     if array_id and isinstance(task, int) and task < 4294967294:
         return f"{array_id}_{task}"
     if array_id and array.get("task"):
-        return f"{array_id}_[{array['task']}]"
+        return f"{array_id}_[{array_task_ranges(str(array['task']))}]"
     return str(job.get("job_id"))
 
 
@@ -123,6 +131,11 @@ class RestScheduler(Scheduler):
                                  f"--name={shlex.quote(body['job']['name'])}") from None
         errors = error_list(data)
         job_id = data.get("job_id") if isinstance(data, dict) else None
+        if status != 200 and any(code in rest_versions.LOST_ANSWER for code, _ in errors):
+            raise OutcomeUnknown(f"slurmrestd sent the job but slurmctld's answer never came (HTTP {status}): "
+                                 f"{describe_errors(errors)}; it may exist",
+                                 hint="look for the job before submitting again: squeue --me "
+                                 f"--name={shlex.quote(body['job']['name'])}")
         if status != 200 or not isinstance(job_id, int) or job_id <= 0:
             raise ExternalError(f"slurmrestd refused the job (HTTP {status}): {describe_errors(errors) or data}")
         said = [text for code, text in errors if code != HELD]
@@ -147,30 +160,57 @@ class RestScheduler(Scheduler):
             return jobs
         return []  # no accounting (yet): records lag the job's end; slurmctld's view stands
 
+    status_source = "controller+accounting"
+
     def status(self, job_ids: Sequence[str]) -> Dict[str, JobState]:
+        states = self.live_status(job_ids)
+        for job_id in job_ids:
+            for job in self._accounting(job_id):
+                self._merge(states, job)
+        return states
+
+    def find_jobs(self, name: str, since: float, until: float) -> Optional[List[str]]:
+        try:
+            status, data = self.client.call("GET", self.client.version.jobs_path())
+        except RestError:
+            return None
+        jobs = data.get("jobs") if isinstance(data, dict) else None
+        if status != 200 or not isinstance(jobs, list):
+            return None
+        me = getpass.getuser()
+        return sorted({str(j.get("array_job_id") or j.get("job_id")) for j in jobs
+                       if j.get("name") == name and j.get("user_name") == me
+                       and since <= (j.get("submit_time") or 0) <= until}, key=int)
+
+    def live_status(self, job_ids: Sequence[str]) -> Dict[str, JobState]:
         states: Dict[str, JobState] = {}
         for job_id in job_ids:
             for job in self._controller(job_id):
                 key = _key(job)
+                if key is None:
+                    continue
                 start, end = job.get("start_time") or 0, job.get("end_time") or 0
                 state = str(job.get("job_state", "UNKNOWN"))
                 elapsed = (end if state not in ACTIVE else time.time()) - start if start else 0
-                states[key] = JobState(key, state, exit_code(job.get("exit_code")),
-                                       duration(elapsed), None, job.get("name"))
-            for job in self._accounting(job_id):
-                self._merge(states, job)
+                # sacct shows 0:0 for a cancelled job (its record is written at the cancel, before the
+                # script ends); slurmctld keeps the script's status (143:0 after SIGTERM)
+                code = "0:0" if state == "CANCELLED" else exit_code(job.get("exit_code"))
+                states[key] = JobState(key, state, code, duration(elapsed), None, job.get("name"))
         return states
 
     @staticmethod
     def _merge(states: Dict[str, JobState], job: Dict[str, Any]) -> None:
         key = _db_key(job)
         if key not in states:  # a pending array's one record, under the name slurmctld gives it
-            key = next((k for k in states if k.startswith(f"{key}_[")), key)
+            prefix = key.split("[")[0] + "[" if "_[" in key else f"{key}_["
+            key = next((k for k in states if k.startswith(prefix)), key)
         current = str((job.get("state") or {}).get("current", "UNKNOWN"))
         if key not in states:
             states[key] = JobState(key, current, db_exit_code(job.get("exit_code"), current),
                                    duration((job.get("time") or {}).get("elapsed")), None, job.get("name"))
         st = states[key]
+        if current == "CANCELLED" and st.state == current:  # sacct's exit code, not the script's
+            st.exit_code = db_exit_code(job.get("exit_code"), current) or st.exit_code
         for step in job.get("steps") or []:
             step_name = str((step.get("step") or {}).get("name") or (step.get("step") or {}).get("id"))
             step_state = str(step.get("state") or "UNKNOWN")

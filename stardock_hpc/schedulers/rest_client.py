@@ -19,10 +19,11 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 import requests
 import urllib3
 
-from stardock_hpc import proc
+from stardock_hpc import errors, proc
 from stardock_hpc.errors import ExternalError, UsageError
 from stardock_hpc.schedulers import rest_versions
 from stardock_hpc.schedulers.rest_versions import ApiVersion
+from stardock_hpc.slurm.values import CONTROLLER_DOWN
 
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
@@ -41,7 +42,7 @@ class Unreachable(RestError):
     """No connection could be made: the request was not sent."""
 
 
-class OutcomeUnknown(RestError):
+class OutcomeUnknown(RestError, errors.OutcomeUnknown):
     """The connection broke after the request was sent: it may or may not have taken effect."""
 
 
@@ -115,6 +116,10 @@ class TokenSource:
         if not out.ok or not line:
             why = out.tail(1) or f"exit {out.returncode}"
             env_state = "expired" if env_value else "not set"
+            if any(sign in out.stderr for sign in CONTROLLER_DOWN):  # not a configuration problem
+                raise ExternalError(f"no token for slurmrestd: $SLURM_JWT is {env_state}, and `scontrol token` "
+                                    f"could not reach slurmctld: {why}",
+                                    hint="try again when slurmctld answers, or set SLURM_JWT")
             raise UsageError(f"no token for slurmrestd: $SLURM_JWT is {env_state} and `scontrol token` failed: {why}",
                              hint="set SLURM_JWT, or ask the admins to enable AuthAltTypes=auth/jwt")
         return Token.parse(line.split("=", 1)[1].strip(), "`scontrol token`")

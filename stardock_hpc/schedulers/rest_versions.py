@@ -33,6 +33,9 @@ class ApiVersion:
     def job_path(self, job_id: str) -> str:
         return f"/slurm/{self.name}/job/{job_id}"
 
+    def jobs_path(self) -> str:
+        return f"/slurm/{self.name}/jobs"
+
     def db_job_path(self, job_id: str) -> str:
         return f"/slurmdb/{self.name}/job/{job_id}"
 
@@ -62,6 +65,10 @@ ARGV_KILLS_SERVER = True
 # (exit_code: the raw wait status) while slurmctld still holds the job (MinJobAge); after that
 # the accounting only knows a signal, and an exit code it cannot tell is reported as unknown.
 DB_EXIT_CODE_UNRELIABLE = True
+# slurmrestd's errors when it sent a request to slurmctld and no answer came (slurmctld frozen):
+# slurm_errno.h's SOCKET_IMPL_ZERO_RECV_LENGTH, PROTOCOL_INCOMPLETE_PACKET, SOCKET_IMPL_TIMEOUT and
+# SOCKET_ZERO_BYTES_SENT ("Zero Bytes were transmitted or received")
+LOST_ANSWER = frozenset({5000, 5003, 5004, 5005})
 # A bad, expired or foreign token is not HTTP 401: the request reaches slurmctld/slurmdbd, which
 # refuse it, and slurmrestd answers HTTP 500 (job calls: error -1 "Unspecified error" or 5005 "Zero
 # Bytes were transmitted or received") or HTTP 200 with error 1007 "Protocol authentication error"

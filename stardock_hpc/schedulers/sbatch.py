@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import re
 import shutil
+from datetime import datetime
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Set
 
 from stardock_hpc import proc
-from stardock_hpc.errors import ExternalError
+from stardock_hpc.errors import ExternalError, OutcomeUnknown
 from stardock_hpc.schedulers.base import Check, JobState, Scheduler, Submission, Submitted
-from stardock_hpc.slurm.values import ACTIVE, size_bytes
+from stardock_hpc.slurm.values import ACTIVE, CONTROLLER_DOWN, LOST_ANSWER, size_bytes
 
 if TYPE_CHECKING:
     from stardock_hpc.site import Site
@@ -33,6 +34,12 @@ class SbatchScheduler(Scheduler):
             result = proc.run(["sbatch", "--parsable", *tokens, path, *submission.args],
                               cwd=submission.cwd, env=submission.environ, check=False)
         if not result.ok:
+            if any(sign in result.stderr for sign in LOST_ANSWER):
+                raise OutcomeUnknown(f"sbatch sent the job but slurmctld's answer never came (exit "
+                                     f"{result.returncode}): it may exist\n{result.tail()}")
+            if any(sign in result.stderr for sign in CONTROLLER_DOWN):
+                raise ExternalError(f"sbatch could not reach slurmctld: the job was not submitted (exit "
+                                    f"{result.returncode}):\n{result.tail()}")
             raise ExternalError(f"sbatch refused the job (exit {result.returncode}):\n{result.tail()}")
         lines = [line for line in result.stdout.splitlines() if line.strip()]
         match = PARSABLE_RE.match(lines[-1]) if lines else None
@@ -62,9 +69,40 @@ class SbatchScheduler(Scheduler):
                     states[job].max_rss = _max_rss(states[job].max_rss, row["MaxRSS"])
         return states
 
-    def cancel(self, job_id: str) -> None:
-        out = proc.run(["scancel", job_id], check=False)
+    def find_jobs(self, name: str, since: float, until: float) -> Optional[List[str]]:
+        out = proc.run(["squeue", "--me", "-h", "-t", "all", "-n", name, "-o", "%A|%V"], check=False)
         if not out.ok:
+            return None
+        found = []
+        for line in out.stdout.splitlines():
+            job, _, submitted = line.partition("|")
+            try:
+                when = datetime.fromisoformat(submitted).timestamp()
+            except ValueError:
+                continue
+            if since <= when <= until:
+                found.append(job)
+        return sorted(set(found), key=int)
+
+    def live_status(self, job_ids: Sequence[str]) -> Dict[str, JobState]:
+        if not job_ids:
+            return {}
+        out = proc.run(["squeue", "-h", "-t", "all", "-o", "%i|%T|%j", "-j", ",".join(job_ids)], check=False)
+        if not out.ok:
+            raise ExternalError(f"squeue failed: {out.tail()}")
+        states: Dict[str, JobState] = {}
+        for line in out.stdout.splitlines():
+            job, _, rest = line.partition("|")
+            state, _, name = rest.partition("|")
+            if job:
+                states[job] = JobState(job, state, None, None, None, name)
+        return states
+
+    def cancel(self, job_id: str) -> None:
+        # scancel exits 0 after some failures (a finished job, an unreachable controller in 22.05):
+        # what it says on stderr counts too
+        out = proc.run(["scancel", job_id], check=False)
+        if not out.ok or "error:" in out.stderr:
             raise ExternalError(f"scancel {job_id} failed: {out.tail()}")
 
     def stdout_path(self, job_id: str) -> Optional[str]:

@@ -9,7 +9,7 @@ user gives stardock itself (prune's budget), are read into bytes.
 from __future__ import annotations
 
 import re
-from typing import Optional, Union
+from typing import List, Optional, Union
 
 from stardock_hpc.errors import UsageError
 
@@ -90,3 +90,28 @@ def human_size(n: Optional[float]) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{size:.1f} GiB"
+
+
+# --- job ids -----------------------------------------------------------------------------------
+def array_task_ranges(tasks: str) -> str:
+    """Array task ids as sacct prints them (1-3,5): the accounting keeps them as a hex bitmap
+    (0xE), the controller as ranges already."""
+    if not tasks.lower().startswith("0x"):
+        return tasks
+    bits = int(tasks, 16)
+    runs: List[List[int]] = []
+    for i in (i for i in range(bits.bit_length()) if bits >> i & 1):
+        if runs and runs[-1][1] == i - 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+# What Slurm's commands say when slurmctld does not answer (connect refused, frozen, unresolvable)
+CONTROLLER_DOWN = ("Unable to contact slurm controller", "Socket timed out", "Zero Bytes were transmitted",
+                   "Connection refused", "Unable to establish control machine", "Could not establish a "
+                   "configuration source", "resolve_ctls_from_dns_srv")
+# What Slurm's commands and libslurm say when the request went out and no answer came back (slurmctld frozen or dying):
+# slurmctld may still create the job. "Unable to contact slurm controller" is a failed connect.
+LOST_ANSWER = ("Socket timed out on send/recv operation", "Zero Bytes were transmitted or received")

@@ -7,18 +7,17 @@ import json
 import os
 import pwd
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import pytest
-from clitools import remove, shared_dir, stardock, stardock_json, write_spec
+from clitools import ENGINES, remove, shared_dir, stardock, stardock_json, write_spec
 
 from slurmtools import node_podman_argv, sh, wait_job
 
 pytestmark = [pytest.mark.slurm]
-ENGINES = [pytest.param("podman", id="podman", marks=pytest.mark.podman),
-           pytest.param("apptainer", id="apptainer", marks=pytest.mark.apptainer)]
 NODE_STORE = "/var/tmp/stardock-{uid}"
 
 
@@ -57,9 +56,14 @@ def on_node(node: str, command: str) -> str:
     return out.stdout
 
 
+@pytest.fixture(scope="module")
+def sqfs_image(work) -> Dict:
+    return build(work, "start-sqfs")
+
+
 @pytest.mark.podman
-def test_a_podman_image_runs_in_place_from_the_caches_squashfs(work):
-    info = build(work, "start-sqfs")
+def test_a_podman_image_runs_in_place_from_the_caches_squashfs(work, sqfs_image):
+    info = sqfs_image
     entry = Path(info["artifact"]).parent
     meta = json.loads((entry / "meta.json").read_text())
     assert meta["run_form"] == "image.sqfs" and (entry / "image.sqfs").is_file()
@@ -155,3 +159,51 @@ def test_sixteen_jobs_of_a_never_seen_image_start_at_once_on_three_nodes(work):
         hosts.add(line.split()[-1])
     assert hosts == {"node1", "node2", "node3"}
     assert sqfs.stat().st_mtime_ns == made  # made once, at publish; never again
+
+
+@pytest.mark.podman
+def test_a_run_starts_from_its_mount_when_the_users_podman_namespace_ended_in_between(sqfs_image, tmp_path,
+                                                                                      monkeypatch):
+    """The squashfs is mounted in the user's rootless Podman namespace, kept by a pause process
+    that belongs to whichever job of the user started Podman first on the node (Slurm ends it
+    with that job's step). When it ends between the mount and the run, the run still starts
+    from the mount (on the testbed that was a task of a 6-task srun step in about one of five)."""
+    from stardock_hpc.engines.base import ImageRef, RunOptions
+    from stardock_hpc.engines.podman import PodmanEngine
+    from stardock_hpc.proc import run
+
+    runtime, store = tmp_path / "runtime", Path(tempfile.mkdtemp(prefix="sd-store-"))  # Podman: runroot < 50 chars
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))  # a namespace of this test's own
+    monkeypatch.setenv("STARDOCK_NODE_STORAGE", str(store))
+    engine = PodmanEngine()
+    image = ImageRef("podman", "unused", squashfs=str(Path(sqfs_image["artifact"]).parent / "image.sqfs"))
+    mounted = engine.mount(image, tmp_path / "rootfs")
+    try:
+        pause = int((runtime / "libpod" / "tmp" / "pause.pid").read_text())
+        os.kill(pause, 9)  # the job that started Podman here ended
+        assert gone(pause)
+        options = RunOptions(uid=os.getuid(), gid=os.getgid())
+        alone = ImageRef("podman", "unused", mounted.squashfs, mounted.rootfs)  # not joining the mount's namespace
+        failed = run(engine.run_argv(alone, ["true"], [], {}, None, options), check=False, timeout=120)
+        assert failed.returncode != 0  # the hazard: a new namespace without the mount
+        out = run(engine.run_argv(mounted, ["sh", "-c", "id -u; head -1 /etc/os-release"], [], {}, None, options),
+                  check=False, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.splitlines() == [str(os.getuid()), 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"']
+    finally:
+        engine.unmount(mounted)
+        run(["podman", "--root", f"{store}/podman/storage", "--runroot", f"{store}/podman/run", "unshare",
+             "rm", "-rf", str(store)], check=False, timeout=120)
+        second = runtime / "libpod" / "tmp" / "pause.pid"  # the one the run that did not join made
+        if second.exists():
+            os.kill(int(second.read_text()), 9)
+    assert mounted.holder and gone(mounted.holder)  # the squashfuse daemon ended with its mount
+
+
+def gone(pid: int) -> bool:
+    for _ in range(100):
+        if not Path(f"/proc/{pid}").exists():
+            return True
+        time.sleep(0.1)
+    return False

@@ -8,14 +8,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from clitools import remove, shared_dir, stardock, write_spec
+from clitools import ENGINES, remove, shared_dir, stardock, write_spec
 
 from slurmtools import mem_bytes, sacct, sbatch, sh, wait_job
 
 pytestmark = [pytest.mark.slurm]
 NODES = ("node1", "node2", "node3")
-ENGINES = [pytest.param("podman", id="podman", marks=pytest.mark.podman),
-           pytest.param("apptainer", id="apptainer", marks=pytest.mark.apptainer)]
 HOG = "x=$(head -c 300M /dev/zero | tr '\\0' a); sleep 5; echo ${#x}"
 
 

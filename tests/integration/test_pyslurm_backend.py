@@ -1,10 +1,11 @@
 """The pyslurm backend against the real cluster, where pyslurm is installed.
 
 pyslurm must be built for the cluster's Slurm version. PyPI holds only pyslurm 25.11.x (and
-17/18.x), which refuses Slurm 22.05 ("requires Slurm 25.11"), and no Debian release ships Slurm
-25.11: on the testbed these tests skip with that reason. Everything that does not need the library
-(the option mapping to JobSubmitDescription attributes) runs always, in
-tests/unit/test_rest_mapping.py.
+17/18.x), which refuses Slurm 22.05; the testbed installs pyslurm 22.5.3 from
+../shared/vendor/pyslurm (slurm/testbed/tbpython.py), and where that folder is absent these tests
+skip with that reason. test_backend_twins.py compares this backend with sbatch on the fidelity
+corpus, the job's environment, status, cancel and accounting; the option mapping is unit-tested
+in tests/unit/test_rest_mapping.py.
 """
 from __future__ import annotations
 
@@ -32,8 +33,8 @@ def _pyslurm_reason():
                            capture_output=True, text=True, timeout=60)
     if probe.returncode != 0:
         last = (probe.stderr.strip().splitlines() or ["(no message)"])[-1]
-        return ("pyslurm cannot be imported here (" + last + "); PyPI holds only pyslurm 25.11.x, which "
-                "requires Slurm 25.11, and this cluster runs Slurm 22.05 (see TESTBED.md)")
+        return ("pyslurm cannot be imported here (" + last + "): the testbed installs pyslurm 22.5.3 for Slurm "
+                "22.05 from ../shared/vendor/pyslurm, and that folder is absent (PyPI holds only 25.11.x)")
     return None
 
 

@@ -5,6 +5,7 @@ answer to a submit. Each time: one clear error, and never a second job (counted 
 name in squeue and sacct)."""
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import uuid
@@ -55,9 +56,13 @@ def test_slurmrestd_killed_between_submit_and_status(image_key, jobs, tmp_path):
         jobs.append(job)
         assert stardock_json("status", job, "--site", str(site))[0]["state"] in ("PENDING", "RUNNING")
         stop(daemon)
-        line = one_error(stardock("status", job, "--site", str(site)),
-                         f"cannot reach slurmrestd at http://127.0.0.1:{port} (3 attempts): connection refused")
-        assert job not in line or "status" not in line
+        # status answers from the job's own record, and says why and where from (issue 15)
+        down = stardock("status", "--json", job, "--site", str(site))
+        assert down.returncode == 0 and "Traceback" not in down.stderr, down.stderr
+        assert f"cannot reach slurmrestd at http://127.0.0.1:{port} (3 attempts): connection refused" in down.stderr
+        assert "stardock's records" in down.stderr, down.stderr
+        rows = json.loads(down.stdout)
+        assert rows and all(row["source"] == "record" for row in rows), down.stdout
         one_error(stardock("cancel", job, "--site", str(site)), "cannot reach slurmrestd")
     assert jobs_named(name) == [job]
     # slurmrestd back: the same commands work again

@@ -9,13 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
-from clitools import remove, shared_dir, stardock, stardock_argv, stardock_json, write_spec
+from clitools import ENGINES, remove, shared_dir, stardock, stardock_argv, stardock_json, write_spec
 
 from slurmtools import mem_bytes, node_containers, sh, wait_job
 
 pytestmark = [pytest.mark.slurm]
-ENGINES = [pytest.param("podman", id="podman", marks=pytest.mark.podman),
-           pytest.param("apptainer", id="apptainer", marks=pytest.mark.apptainer)]
 NODES = ["node1", "node2", "node3"]
 HOG = 'x=$(head -c 300M /dev/zero | tr "\\0" a); sleep 3; echo ${#x}'  # single-quoted in the script
 RING_C = r"""#include <mpi.h>

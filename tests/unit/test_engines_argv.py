@@ -1,6 +1,7 @@
 """run_argv is pure: the difference between the engines' command lines is tested without them."""
 from __future__ import annotations
 
+import os
 import resource
 from pathlib import Path
 
@@ -93,6 +94,16 @@ def test_podman_runs_a_mounted_squashfs_with_the_images_own_environment_first():
 
 
 ENV_A = "A=it's $(id) `x`\nnext"
+
+
+def test_podman_runs_a_mounted_squashfs_in_the_namespaces_of_its_mount():
+    image = ImageRef("podman", "x", squashfs="/cache/e/image.sqfs", rootfs="/tmp/j/rootfs", holder=4242)
+    argv = PodmanEngine().run_argv(image, ["true"], MOUNTS, ENV, None, RunOptions())
+    start = argv.index("podman")
+    assert argv[:start] == ["nsenter", "--target=4242", "--user", "--mount", "--preserve-credentials", "--", "env",
+                            "_CONTAINERS_USERNS_CONFIGURED=done", f"_CONTAINERS_ROOTLESS_UID={os.getuid()}",
+                            f"_CONTAINERS_ROOTLESS_GID={os.getgid()}"]
+    assert argv[start + 1] == "run" and argv[-3:] == ["--rootfs", "/tmp/j/rootfs:O", "true"]
 
 
 def test_podman_offers_its_squashfs_run_form_and_falls_back_to_the_archive(tmp_path):

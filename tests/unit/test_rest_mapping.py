@@ -87,11 +87,64 @@ def test_directives_then_environment_then_command_line_last_wins():
 
 
 def test_the_later_of_options_that_exclude_each_other_wins():
-    opts = parse_options(["--mem=1G", "--mem-per-cpu=100M", "--no-requeue", "--requeue"], "x")
-    assert jo.describe(opts, CTX, "rest") == {"memory_per_cpu": 100, "requeue": True}
-    opts = parse_options(["--mem-per-cpu=100M", "--mem=1G", "--requeue", "--no-requeue"], "x")
-    assert jo.describe(opts, CTX, "rest") == {"memory_per_node": 1024, "no_requeue": True}
-    assert jo.describe(opts, CTX, "pyslurm") == {"memory_per_node": 1024, "is_requeueable": False}
+    opts = parse_options(["--no-requeue", "--requeue"], "x")
+    assert jo.describe(opts, CTX, "rest") == {"requeue": True}
+    opts = parse_options(["--requeue", "--no-requeue"], "x")
+    assert jo.describe(opts, CTX, "rest") == {"no_requeue": True}
+    assert jo.describe(opts, CTX, "pyslurm") == {"is_requeueable": False}
+
+
+MEM_SCRIPT = "#!/bin/bash\n#SBATCH --mem=100M\ntrue\n"
+
+
+def test_memory_options_exclude_each_other_as_sbatch_says():
+    """As measured with sbatch 22.05 (slurm_opt.c's _validate_memory_options): two memory options in
+    the script and on the command line together are refused, two in the environment too; one from
+    the script or command line beats the environment's (even though the environment otherwise wins
+    over the script)."""
+    with pytest.raises(UsageError, match="mutually exclusive"):
+        jo.gather(MEM_SCRIPT, parse_options(["--mem-per-cpu=50M"], "x"), {})
+    with pytest.raises(UsageError, match="mutually exclusive"):
+        jo.gather("#!/bin/sh\n", parse_options(["--mem=1M", "--mem-per-cpu=50M"], "x"), {})
+    with pytest.raises(UsageError, match="SBATCH_MEM_PER_NODE, SBATCH_MEM_PER_CPU"):
+        jo.gather("#!/bin/sh\n", [], {"SBATCH_MEM_PER_NODE": "100M", "SBATCH_MEM_PER_CPU": "10M"})
+    options, _ = jo.gather(MEM_SCRIPT, [], {"SBATCH_MEM_PER_CPU": "10M"})
+    assert jo.describe(options, CTX, "rest") == {"memory_per_node": 100}
+    options, _ = jo.gather("#!/bin/sh\n", parse_options(["--mem=5M"], "x"), {"SBATCH_MEM_PER_CPU": "10M"})
+    assert jo.describe(options, CTX, "pyslurm") == {"memory_per_node": 5}
+    options, _ = jo.gather(MEM_SCRIPT, parse_options(["--mem=200M"], "x"), {})  # the same option again: later wins
+    assert jo.describe(options, CTX, "rest") == {"memory_per_node": 200}
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--time=5"], {"time_limit": 5}),
+    (["--time=1:30"], {"time_limit": 2}),
+    (["--time=UNLIMITED"], {"time_limit": "UNLIMITED"}),
+    (["--delay-boot=5"], {"delay_boot_time": "00:05:00"}),
+    (["--delay-boot=1-0"], {"delay_boot_time": "1-00:00:00"}),
+    (["--cpu-freq=high"], {"cpu_frequency": {"max": "high"}}),
+    (["--cpu-freq=2000000"], {"cpu_frequency": {"max": "2000000"}}),
+    (["--cpu-freq=low-high:Performance"], {"cpu_frequency": {"min": "low", "max": "high", "governor": "Performance"}}),
+    (["--cpu-freq=OnDemand"], {"cpu_frequency": {"governor": "OnDemand"}}),
+    (["-m", "block:cyclic:cyclic"], {"distribution": "block:cyclic:cyclic"}),
+    (["-m", "plane=2"], {"distribution": "plane=2"}),
+    (["--hold", "--priority=10"], {"priority": 0}),
+    (["--priority=10", "--hold"], {"priority": 0}),
+    (["--mem=2G"], {"memory_per_node": 2048}),
+])
+def test_pyslurm_values_as_libslurm_reads_them(argv, expected):
+    assert jo.describe(parse_options(argv, "x"), CTX, "pyslurm") == expected
+
+
+@pytest.mark.parametrize("argv, why", [
+    (["--mem=0"], "size of 0 as 'not set'"),
+    (["--mem-per-cpu=0"], "size of 0 as 'not set'"),
+    (["-m", "cyclic"], "without all three levels"),
+    (["--distribution=block:cyclic"], "without all three levels"),
+])
+def test_what_pyslurm_cannot_carry_is_refused_with_the_reason(argv, why):
+    with pytest.raises(UsageError, match=why):
+        jo.describe(parse_options(argv, "x"), CTX, "pyslurm")
 
 
 WIDE = ["-A", "science", "--acctg-freq=task=1", "--begin=now+1hour", "--chdir", "sub dir", "--comment=c",
@@ -119,16 +172,22 @@ def test_a_wide_job_in_rest_fields():
 
 
 def test_the_same_job_in_pyslurm_attributes_where_the_meanings_coincide():
-    fields = jo.describe(parse_options([o for o in WIDE if o != "--mem-bind=local"], "x"), CTX, "pyslurm")
+    wide = [o for o in WIDE if o not in ("--mem-bind=local", "--mincpus=2", "--signal=USR1@60")]
+    wide[wide.index("-m") + 1] = "cyclic:block:block"  # pyslurm takes all three levels only
+    fields = jo.describe(parse_options(wide, "x"), CTX, "pyslurm")
     expected = {
         "account": "science", "working_directory": "/home/u/work/sub dir", "resource_sharing": "no", "priority": 0,
-        "kill_on_node_fail": False, "nodes": "1-2", "ntasks": 4, "time_limit_min": "5",
-        "temporary_disk_per_node": "1G", "dependencies": "afterok:1", "nice": 100, "wait_all_nodes": True,
+        "kill_on_node_fail": False, "nodes": "1-2", "ntasks": 4, "time_limit_min": 5,
+        "temporary_disk_per_node": 1024, "delay_boot_time": "00:05:00", "cpu_frequency": {"max": "high"},
+        "dependencies": "afterok:1", "nice": 100, "wait_all_nodes": True,
         "get_user_environment": True, "required_nodes": "n2", "excluded_nodes": "n1", "mail_types": "END",
         "standard_in": "/dev/null", "spreads_over_nodes": True, "use_min_nodes": True}
     assert {k: fields[k] for k in expected} == expected
     with pytest.raises(UsageError, match="--mem-bind=local: JobSubmitDescription has no such attribute"):
         jo.describe(parse_options(["--mem-bind=local"], "x"), CTX, "pyslurm")
+    for never_sent in ("--signal=USR1@60", "--switches=1", "--core-spec=1", "--thread-spec=1"):
+        with pytest.raises(UsageError, match="never sends it"):
+            jo.describe(parse_options([never_sent], "x"), CTX, "pyslurm")
 
 
 def test_options_a_backend_cannot_carry_are_refused_together_by_name():
@@ -208,7 +267,7 @@ def test_pyslurm_attributes_for_a_submission():
     attrs = submit_attributes(submission(["--hold", "-p", "debug"]))
     assert {k: attrs[k] for k in ("name", "partitions", "time_limit", "memory_per_node", "cpus_per_task",
                                   "standard_output", "array", "priority", "working_directory")} == {
-        "name": "from-script", "partitions": "debug", "time_limit": "00:10:00", "memory_per_node": 150,
+        "name": "from-script", "partitions": "debug", "time_limit": 10, "memory_per_node": 150,
         "cpus_per_task": 2, "standard_output": "out-%x-%A_%a.txt", "array": "0-3%2", "priority": 0,
         "working_directory": "/home/u/work"}
     assert attrs["environment"]["SLURM_SUBMIT_DIR"] == "/home/u/work"
@@ -248,6 +307,8 @@ def test_accounting_records_join_slurmctlds_rows_under_the_same_names():
     assert _key({"job_id": 12, "array_job_id": 10, "array_task_id": 2}) == "10_2"
     assert _key({"job_id": 10, "array_job_id": 10, "array_task_id": None, "array_task_string": "0-2%2"}) == "10_[0-2%2]"
     assert _key({"job_id": 7, "array_job_id": 0, "array_task_id": None}) == "7"
+    assert _key({"job_id": 10, "array_job_id": 10, "array_task_id": None, "array_task_string": ""}) is None
+    assert _db_key({"job_id": 10, "array": {"job_id": 10, "task_id": None, "task": "0xE"}}) == "10_[1-3]"
     assert _db_key({"job_id": 13, "array": {"job_id": 10, "task_id": 1}}) == "10_1"
     assert _db_key({"job_id": 7, "array": {"job_id": 0, "task_id": None}}) == "7"
     states = {"10_[0-2%2]": JobState("10_[0-2%2]", "PENDING")}
