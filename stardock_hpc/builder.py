@@ -7,11 +7,11 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 from stardock_hpc import __version__, proc, proctree
-from stardock_hpc.cache import Cache, Entry, image_tag
-from stardock_hpc.cachekey import base_digest, cache_key
+from stardock_hpc.cache import ENTRY_LOCK, Cache, Entry, image_tag
+from stardock_hpc.cachekey import base_digest, cache_key, file_digest
 from stardock_hpc.catalog import Catalog
 from stardock_hpc.context import APPTAINER_DEF, CONTAINERFILE, write_context
 from stardock_hpc.engines import Engine
@@ -19,19 +19,12 @@ from stardock_hpc.engines.base import RunOptions
 from stardock_hpc.errors import ExternalError
 from stardock_hpc.inputs import plan_for
 from stardock_hpc.jobs.limits import minutes
+from stardock_hpc.lockfile import PACKAGES_SCRIPT, Lock, Packages, parse_lock, parse_packages
 from stardock_hpc.plan import BuildPlan
 from stardock_hpc.render import render_apptainer, render_containerfile
 from stardock_hpc.site import Site
 
 DEFINITIONS = {"podman": (CONTAINERFILE, render_containerfile), "apptainer": (APPTAINER_DEF, render_apptainer)}
-# What the image really holds, recorded in the entry's metadata.
-VERSIONS_SCRIPT = (
-    "dpkg-query -W -f='apt ${Package}=${Version}\\n' 2>/dev/null; "
-    "if [ -x /opt/stardock/venv/bin/python ]; then "
-    "/opt/stardock/venv/bin/python -m pip freeze --disable-pip-version-check 2>/dev/null | sed 's/^/pip /'; fi"
-)
-
-
 @dataclass
 class BuildResult:
     entry: Entry
@@ -49,18 +42,46 @@ class BuildTimeout(ExternalError):
     """The build ran past policy.build_timeout and was stopped."""
 
 
-def resolved_versions(engine: Engine, artifact: Path, tag: str,
-                      timeout: Optional[float] = None) -> Dict[str, Dict[str, str]]:
+def image_packages(engine: Engine, artifact: Path, tag: str, timeout: Optional[float] = None) -> Packages:
+    """What the image really holds (lockfile.PACKAGES_SCRIPT, run in it)."""
     image = engine.image_for(artifact, tag)
-    argv = engine.run_argv(image, ["/bin/sh", "-c", VERSIONS_SCRIPT], [], {}, None, RunOptions())
+    argv = engine.run_argv(image, ["/bin/sh", "-c", PACKAGES_SCRIPT], [], {}, None, RunOptions())
     out = proc.run(argv, check=False, timeout=300.0 if timeout is None else max(1.0, min(300.0, timeout)))
-    versions: Dict[str, Dict[str, str]] = {"apt": {}, "pip": {}}
-    for line in out.stdout.splitlines():
-        kind, _, item = line.partition(" ")
-        name, sep, version = item.partition("==" if kind == "pip" else "=")
-        if kind in versions and sep:
-            versions[kind][name] = version
-    return versions
+    if not out.ok:
+        raise ExternalError(f"cannot list the packages of the image {tag} (exit {out.returncode}):\n{out.tail()}")
+    return parse_packages(out.stdout)
+
+
+def app_digests(plan: BuildPlan) -> Dict[str, str]:
+    """The catalog entries the plan uses, by their files' digests."""
+    return {app.name: file_digest(app.path) for app in plan.apps if app.path.is_file()}
+
+
+def lock_of(plan: BuildPlan, packages: Packages) -> Lock:
+    """The lock of an image built from plan that holds packages."""
+    return Lock(plan.spec_digest, plan.base.name, base_digest(plan.base), tuple(sorted(app_digests(plan).items())),
+                packages)
+
+
+class LockMismatch(ExternalError):
+    """A --locked build whose inputs or result differ from the lock."""
+
+
+def check_lock_inputs(plan: BuildPlan) -> None:
+    """Before building: the lock's base and catalog entries are the ones this build would use."""
+    lock = plan.lock
+    if lock is None:
+        return
+    base = base_digest(plan.base)
+    if lock.base_digest != base:
+        raise LockMismatch(f"the lock was made from another {lock.base} base (digest {lock.base_digest}, "
+                           f"the site's now {base}); nothing was built",
+                           hint="run `stardock lock SPEC` again, or ask the site's admins for the old base")
+    ours, locked = app_digests(plan), dict(lock.apps)
+    if locked != ours:
+        changed = sorted(name for name in set(ours) | set(locked) if ours.get(name) != locked.get(name))
+        raise LockMismatch(f"the catalog entries {', '.join(changed)} changed since the lock was made; "
+                           "nothing was built", hint="run `stardock lock SPEC` again")
 
 
 @dataclass
@@ -82,10 +103,12 @@ class Bound:
 
 def build(spec: Path, site: Site, catalog: Catalog, engine: Engine,
           on_line: Optional[Callable[[str], None]] = None,
-          say: Optional[Callable[[str], None]] = None) -> BuildResult:
-    """say: where messages about the build (not its output) go; on_line when not given."""
+          say: Optional[Callable[[str], None]] = None, lock: Optional[Lock] = None) -> BuildResult:
+    """say: where messages about the build (not its output) go; on_line when not given.
+    lock: build exactly the packages it names (build --locked)."""
     started = time.monotonic()
-    env, plan = plan_for(spec, site, catalog)
+    env, plan = plan_for(spec, site, catalog, lock)
+    check_lock_inputs(plan)
     key = key_for(plan, engine)
     cache = Cache(site.cache, site.trusted_builders)
     hit = cache.lookup(key)
@@ -132,6 +155,16 @@ def _build_entry(plan: BuildPlan, key: str, cache: Cache, engine: Engine,
             run_form = engine.make_run_form(artifact, stage, timeout=left())
             os.replace(context / filename, stage / filename)
             os.replace(context / ".stardock" / "spec.yaml", stage / "spec.yaml")
+            packages = image_packages(engine, artifact, tag, left())
+            lock = lock_of(plan, packages)
+            if plan.lock is not None and lock.text() != plan.lock.text():
+                lines = plan.lock.differences(packages) or ["(the same versions, other archives)"]
+                raise LockMismatch(f"the image built from the lock differs from it, so it was not cached "
+                                   f"({len(lines)} package{'s' if len(lines) != 1 else ''}):\n  "
+                                   + "\n  ".join(lines[:40]),
+                                   hint="Debian's mirror keeps only current versions: a version it no longer has "
+                                   "cannot be installed again; `stardock lock SPEC` makes a new lock")
+            (stage / ENTRY_LOCK).write_text(lock.text())
             meta = {
                 "key": key,
                 "engine": engine.name,
@@ -141,9 +174,12 @@ def _build_entry(plan: BuildPlan, key: str, cache: Cache, engine: Engine,
                 "spec": "spec.yaml",
                 "spec_sha256": plan.spec_digest,
                 "base": plan.base.name,
-                "base_digest": base_digest(plan.base),
+                "base_digest": lock.base_digest,
                 "apps": [a.name for a in plan.apps],
-                "versions": resolved_versions(engine, artifact, tag, left()),
+                "versions": {"apt": packages.apt_versions(),
+                             "pip": {name: version for name, version in packages.pip_versions().values()}},
+                "lock_sha256": lock.digest(),
+                "locked": plan.lock is not None,
                 "builder": getpass.getuser(),
                 "builder_uid": os.getuid(),
                 "host": socket.gethostname(),
@@ -152,7 +188,7 @@ def _build_entry(plan: BuildPlan, key: str, cache: Cache, engine: Engine,
                 "stardock_version": __version__,
                 "image_tag": tag if engine.name == "podman" else None,
             }
-            keep = [artifact.name, filename, "spec.yaml"]
+            keep = [artifact.name, filename, "spec.yaml", ENTRY_LOCK]
             if run_form:
                 meta.update(run_form=run_form["name"], image_config=run_form["config"])
                 keep.append(run_form["name"])
@@ -174,3 +210,18 @@ def entry_summary(entry: Entry, cache: Cache) -> Dict:
             "last_used": cache.last_used(entry), "artifact": str(entry.artifact), "path": str(entry.path),
             "apps": m.get("apps", []), "base": m.get("base")}
 
+
+
+def lock_spec(spec: Path, site: Site, catalog: Catalog, engine: Engine,
+              on_line: Optional[Callable[[str], None]] = None,
+              say: Optional[Callable[[str], None]] = None) -> Tuple[Lock, BuildResult]:
+    """`stardock lock`: the lock of the image the spec builds (built first when the cache lacks it)."""
+    result = build(spec, site, catalog, engine, on_line, say)
+    entry = result.entry
+    text = Cache(site.cache, site.trusted_builders).read_lock(entry)
+    if text is not None:
+        return parse_lock(text, f"{entry.path}/{ENTRY_LOCK}"), result
+    # an entry made before locks existed: what its image holds (without pip's hashes, which
+    # only the installation reports of newer builds carry)
+    tag = entry.meta.get("image_tag") or image_tag(result.plan.name, entry.key)
+    return lock_of(result.plan, image_packages(engine, entry.artifact, tag)), result

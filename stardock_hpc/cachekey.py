@@ -84,4 +84,6 @@ def cache_key(plan: BuildPlan, engine: str, definition: str) -> str:
         _feed(h, f"ca {name}", tree_digest(cert).encode())
     for app in plan.apps:
         _feed(h, f"app {app.name}", file_digest(app.path).encode() if app.path.is_file() else b"")
+    if plan.lock is not None:  # every version it names (its digest is a label too)
+        _feed(h, "lock", plan.lock.text().encode())
     return h.hexdigest()

@@ -20,6 +20,7 @@ COMMANDS: Dict[str, Tuple[str, str, str]] = {
     "exec": ("stardock_hpc.commands.jobs", "exec_cmd", "Run one command in an environment, here."),
     "images": ("stardock_hpc.commands.images", "images", "List the shared cache's images (or inspect / prune)."),
     "import": ("stardock_hpc.commands.importcmd", "import_recipe_cmd", "Turn a Dockerfile or .def into a spec."),
+    "lock": ("stardock_hpc.commands.images", "lock_cmd", "Write stardock.lock: exact versions of an image."),
     "logs": ("stardock_hpc.commands.jobs", "logs", "Print a job's output file."),
     "outputs": ("stardock_hpc.commands.jobs", "outputs", "Pack a job's output directory."),
     "render": ("stardock_hpc.commands.envs", "render", "Render a spec as an Apptainer def or a Containerfile."),

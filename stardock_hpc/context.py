@@ -7,6 +7,8 @@ Layout (the renderers refer to these paths):
     .stardock/build.sh      the spec's build steps, when it has any (build-2.sh... for the shell
                             runs after a packages or files item of build:)
     .stardock/ca/<i>-<name>.crt   the site's CA certificates, when it lists any
+    .stardock/stardock.lock, apt-pins, pip-lock.txt   build --locked: the lock, apt's pins for
+                            it and pip's hashed requirements (lockfile.py)
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import shutil
 from pathlib import Path
 
 from stardock_hpc.errors import UsageError
+from stardock_hpc.lockfile import CONTEXT_APT_PINS, CONTEXT_LOCK, CONTEXT_PIP_LOCK
 from stardock_hpc.plan import CONTEXT_CA, CONTEXT_SPEC, BuildPlan
 from stardock_hpc.render import render_apptainer, render_containerfile
 from stardock_hpc.render.common import run_script
@@ -46,6 +49,10 @@ def write_context(plan: BuildPlan, directory: Path) -> Path:
                                  f"{exc.strerror}") from None
     for run in plan.runs:
         (directory / run.context_path).write_text(run_script(run))
+    if plan.lock is not None:
+        (directory / CONTEXT_LOCK).write_text(plan.lock.text())
+        (directory / CONTEXT_APT_PINS).write_text(plan.lock.apt_pins())
+        (directory / CONTEXT_PIP_LOCK).write_text(plan.lock.pip_requirements())
     (directory / CONTAINERFILE).write_text(render_containerfile(plan))
     (directory / APPTAINER_DEF).write_text(render_apptainer(plan))
     # engines read the context as the building user; keep it readable whatever the umask

@@ -5,6 +5,8 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 from stardock_hpc.catalog import Catalog, load_catalog
+from stardock_hpc.errors import UsageError
+from stardock_hpc.lockfile import LOCK_NAME, Lock, parse_lock
 from stardock_hpc.plan import BuildPlan, resolve
 from stardock_hpc.site import Site, load_site
 from stardock_hpc.spec import Environment, load_spec
@@ -15,6 +17,18 @@ def site_and_catalog(site_option: Optional[str]) -> Tuple[Site, Catalog]:
     return site, load_catalog(site.catalog)
 
 
-def plan_for(spec_path: Path, site: Site, catalog: Catalog) -> Tuple[Environment, BuildPlan]:
+def plan_for(spec_path: Path, site: Site, catalog: Catalog,
+             lock: Optional[Lock] = None) -> Tuple[Environment, BuildPlan]:
     env = load_spec(spec_path, apps=catalog.names(), bases=site.bases)
-    return env, resolve(env, site, catalog)
+    return env, resolve(env, site, catalog, lock)
+
+
+def read_lock(spec_path: Path, lock_path: Optional[Path] = None) -> Lock:
+    """--locked: the lock named, or stardock.lock beside the spec."""
+    path = lock_path or spec_path.parent / LOCK_NAME
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the lock ({exc.strerror})",
+                         hint=f"make it with `stardock lock {spec_path}`") from None
+    return parse_lock(text, str(path))

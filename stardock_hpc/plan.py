@@ -16,6 +16,7 @@ import yaml
 from stardock_hpc import __version__
 from stardock_hpc.catalog import App, Catalog
 from stardock_hpc.errors import UsageError
+from stardock_hpc.lockfile import LOCK_LABEL, Lock
 from stardock_hpc.site import BaseImage, Site
 from stardock_hpc.spec import AptStep, Environment, PipStep
 
@@ -54,6 +55,7 @@ class Layer:
     pip: Tuple[str, ...] = ()
     steps: Tuple[str, ...] = ()
     recommends: bool = False      # apt installs recommended packages too
+    pip_report: str = ""          # pip's installation report: <PIP_REPORTS>/<this>.json (the lock's hashes)
 
     def __bool__(self) -> bool:
         return bool(self.apt or self.pip or self.steps)
@@ -100,6 +102,7 @@ class BuildPlan:
     spec_yaml: str               # the canonical spec, embedded as /.stardock/spec.yaml
     spec_digest: str
     ca_certificates: Tuple[Path, ...] = ()   # the site's extra CAs, trusted before any download
+    lock: Optional[Lock] = None              # build --locked: every package's version fixed by it
 
     @property
     def runs(self) -> Tuple[ShellRun, ...]:
@@ -122,11 +125,12 @@ def canonical_yaml(env: Environment) -> str:
 
 
 def _layer(comment: str, apt: List[str], pip: List[str], steps: List[str], already: Tuple[str, ...],
-           recommends: bool = False) -> Layer:
+           recommends: bool = False, report: str = "") -> Layer:
     apt_all = list(dict.fromkeys(apt))
     if pip:
         apt_all += [p for p in PIP_NEEDS if p not in apt_all and p not in already]
-    return Layer(comment, tuple(apt_all), tuple(dict.fromkeys(pip)), tuple(steps), recommends)
+    return Layer(comment, tuple(apt_all), tuple(dict.fromkeys(pip)), tuple(steps), recommends,
+                 report if pip else "")
 
 
 def _build_items(env: Environment, installed: Tuple[str, ...], first_file: int) -> Tuple[PlanItem, ...]:
@@ -153,7 +157,8 @@ def _build_items(env: Environment, installed: Tuple[str, ...], first_file: int) 
             items.append(_layer(f"build item {n + 1}: apt", list(item.packages), [], [], installed, item.recommends))
             installed += item.packages
         elif isinstance(item, PipStep):
-            layer = _layer(f"build item {n + 1}: pip", [], list(item.requirements), [], installed)
+            layer = _layer(f"build item {n + 1}: pip", [], list(item.requirements), [], installed,
+                           report=f"build-{n + 1}")
             installed += layer.apt
             items.append(layer)
         else:
@@ -181,17 +186,22 @@ def _check_policy(env: Environment, site: Site) -> None:
                          f"(policy.pip is false in {site.source})")
 
 
-def resolve(env: Environment, site: Site, catalog: Catalog) -> BuildPlan:
+def resolve(env: Environment, site: Site, catalog: Catalog, lock: Optional[Lock] = None) -> BuildPlan:
+    """lock: build exactly what it names (it must be this spec's)."""
     _check_policy(env, site)
+    if lock is not None and lock.spec_sha256 != env.digest():
+        raise UsageError(f"{env.path}: the lock was made for another version of this spec (the lock's spec "
+                         f"sha256 {lock.spec_sha256[:12]}, this spec's {env.digest()[:12]})",
+                         hint="run `stardock lock SPEC` again, or build without --locked")
     base = site.base(env.base)
     apps = tuple(catalog.resolve(env.apps))
     recipes = [app.recipe(base.family) for app in apps]
     catalog_layer = _layer(
         "catalog apps: " + ", ".join(a.name for a in apps) if apps else "catalog apps",
         [p for r in recipes for p in r.apt], [p for r in recipes for p in r.pip],
-        [s for r in recipes for s in r.steps], ())
+        [s for r in recipes for s in r.steps], (), report="catalog")
     user_layer = _layer("the spec's packages", list(env.packages.apt), list(env.packages.pip), [],
-                        catalog_layer.apt)
+                        catalog_layer.apt, report="packages")
     files = tuple(_planned_file(i, f.source, f.dest) for i, f in enumerate(env.files))
     build = _build_items(env, catalog_layer.apt + user_layer.apt, len(files))
     uses_pip = catalog_layer.pip or user_layer.pip or any(isinstance(i, Layer) and i.pip for i in build)
@@ -209,7 +219,9 @@ def resolve(env: Environment, site: Site, catalog: Catalog) -> BuildPlan:
     })
     if apps:
         labels[f"{LABEL_PREFIX}apps"] = ",".join(a.name for a in apps)
+    if lock is not None:
+        labels[LOCK_LABEL] = lock.digest()
     return BuildPlan(
         name=env.name, base=base, apps=apps, catalog_layer=catalog_layer, user_layer=user_layer,
         files=files, build=build, env=merged, command=env.command, labels=labels,
-        spec_yaml=canonical_yaml(env), spec_digest=env.digest(), ca_certificates=site.ca_certificates)
+        spec_yaml=canonical_yaml(env), spec_digest=env.digest(), ca_certificates=site.ca_certificates, lock=lock)

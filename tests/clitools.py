@@ -12,7 +12,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
+import pytest
+
 OTHER = os.environ.get("STARDOCK_OTHER_USER", "stardock2")
+# both engines, each test skipped by its engine's marker where that engine is missing
+ENGINES = [pytest.param("podman", id="podman", marks=pytest.mark.podman),
+           pytest.param("apptainer", id="apptainer", marks=pytest.mark.apptainer)]
 PASS_THROUGH = ("PATH", "LANG", "SLURM_CONF", "STARDOCK_SITE_CONFIG", "STARDOCK_TESTBED",
                 "STARDOCK_REST_URL", "STARDOCK_BASE_ARCHIVE")
 

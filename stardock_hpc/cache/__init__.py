@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from stardock_hpc.cache.entries import (
     ARTIFACTS,
+    ENTRY_LOCK,
     JOB_RE,
     SUBDIRS,
     CacheError,
@@ -34,4 +35,5 @@ from stardock_hpc.cache.entries import (
 )
 from stardock_hpc.cache.writing import Cache
 
-__all__ = ["ARTIFACTS", "JOB_RE", "SUBDIRS", "Cache", "CacheError", "Entry", "Invalid", "image_tag", "validate_meta"]
+__all__ = ["ARTIFACTS", "ENTRY_LOCK", "JOB_RE", "SUBDIRS", "Cache", "CacheError", "Entry", "Invalid", "image_tag",
+           "validate_meta"]

@@ -10,14 +10,16 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 from stardock_hpc.errors import StardockError
+from stardock_hpc.patterns import NAME_RE
 from stardock_hpc.safefs import (
     printable,
 )
-from stardock_hpc.spec import NAME_RE
 
 SUBDIRS = ("entries", "tmp", "locks", "used", "inuse")
 META = "meta.json"
 META_MAX = 1 << 20
+ENTRY_LOCK = "stardock.lock"  # the entry's lock (what the image holds, lockfile.py), its digest in meta.json
+LOCK_MAX = 8 << 20
 ARTIFACTS = {"podman": "image.oci.tar", "apptainer": "image.sif"}  # engines/*.artifact_name (unit-tested)
 ENTRY_RE = re.compile(r"(?P<key>[0-9a-f]{64})-u(?P<uid>[0-9]{1,10})(?:\.(?P<suffix>[0-9a-z]{1,32}))?")
 STAGE_RE = re.compile(r"(?P<key>[0-9a-f]{64})-u(?P<uid>[0-9]{1,10})\..+")
@@ -139,6 +141,9 @@ def validate_meta(meta: object, key: str) -> Dict:
                                        and all(isinstance(x, int) for x in stat_token)):
         raise Invalid("its artifact_stat is not four integers")
     _validate_run_form(meta, engine)
+    lock = meta.get("lock_sha256")
+    if lock is not None and not (isinstance(lock, str) and HEX64.fullmatch(lock)):
+        raise Invalid("its lock_sha256 is not a SHA-256 digest")
     if not isinstance(meta.get("apps", []), list) or not all(isinstance(a, str) for a in meta.get("apps", [])):
         raise Invalid("its apps are not a list of names")
     return meta

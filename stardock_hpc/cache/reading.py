@@ -3,6 +3,7 @@ used only while their artifact matches its digest; removing an entry of one's ow
 from __future__ import annotations
 
 import grp
+import hashlib
 import json
 import os
 import pwd
@@ -13,8 +14,10 @@ from typing import List, Optional, Tuple
 
 from stardock_hpc.cache.entries import (
     ARTIFACTS,
+    ENTRY_LOCK,
     ENTRY_RE,
     HEX64,
+    LOCK_MAX,
     META,
     META_MAX,
     CacheError,
@@ -156,6 +159,23 @@ class Reader(Layout):
             return None
         except (OSError, CacheError) as exc:
             return f"it cannot be checked ({getattr(exc, 'strerror', None) or exc})"
+
+    def read_lock(self, entry: Entry) -> Optional[str]:
+        """The entry's stardock.lock, exactly as its builder recorded it (its digest is in
+        meta.json), or None when the entry has none (built before locks existed)."""
+        want = entry.meta.get("lock_sha256")
+        if not want:
+            return None
+        try:
+            with self._layout("entries") as efd, opened(open_dir_at(efd, entry.name)) as dfd:
+                raw = read_regular(dfd, ENTRY_LOCK, LOCK_MAX, owner=entry.owner)
+        except Unsafe as exc:
+            raise CacheError(f"{entry.name}: its {ENTRY_LOCK} {exc.why}") from None
+        except OSError as exc:
+            raise CacheError(f"{entry.name}: its {ENTRY_LOCK} cannot be read ({exc.strerror})") from None
+        if hashlib.sha256(raw).hexdigest() != want:
+            raise CacheError(f"{entry.name}: its {ENTRY_LOCK} no longer matches the recorded digest")
+        return raw.decode()
 
     def verify(self, entry: Entry) -> bool:
         return self.artifact_problem(entry) is None

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from stardock_hpc.cache.entries import (
+    ENTRY_RE,
     JOB_RE,
     META,
     STAGE_LOCK,
@@ -262,14 +263,65 @@ class Cache(Reader):
     def register_use(self, entry: Entry, job_id: str) -> None:
         """Record that a job will run this entry; pruning keeps it while the job is queued or
         running. Best effort: never raises (the job is already submitted)."""
+        self.register_use_of(entry.name, job_id)
+
+    def register_use_of(self, entry_name: str, job_id: str) -> None:
+        """register_use by the entry's name (a record keeps the name, not the entry)."""
         try:
             job = str(job_id)
-            if not JOB_RE.fullmatch(job):
+            if not JOB_RE.fullmatch(job) or not ENTRY_RE.fullmatch(entry_name):
                 return
             with self._layout("inuse") as dfd:
-                os.close(create_exclusive(dfd, f"{entry.name}.j{job}.u{self.uid}", 0o644))
+                os.close(create_exclusive(dfd, f"{entry_name}.j{job}.u{self.uid}", 0o644))
         except (OSError, StardockError, ValueError):
             pass
+
+    def register_pending(self, entry: Entry, stamp: str) -> None:
+        """Mark entry as used by a submission whose answer was lost (its job may exist): pruning
+        keeps it until `stardock status` finds the job (or gives up, after PENDING_DAYS)."""
+        try:
+            if stamp.isdigit():
+                with self._layout("inuse") as dfd:
+                    os.close(create_exclusive(dfd, f"{entry.name}.p{stamp}.u{self.uid}", 0o644))
+        except (OSError, StardockError):
+            pass
+
+    def pending_of(self, entry: Entry) -> List[Tuple[str, float]]:
+        """(stamp, mtime) of the marks of lost submissions of entry."""
+        found = []
+        for base, st in self._stamps("inuse"):
+            name, sep, stamp = base.rpartition(".p")
+            if sep and name == entry.name and stamp.isdigit():
+                found.append((stamp, st.st_mtime))
+        return found
+
+    def forget_pending(self, entry_name: str, stamp: str) -> None:
+        try:
+            with self._layout("inuse") as dfd:
+                os.unlink(f"{entry_name}.p{stamp}.u{self.uid}", dir_fd=dfd)
+        except (OSError, StardockError):
+            pass
+
+    def forget_use(self, key_or_name: str, job_id: str) -> int:
+        """Remove this user's marks that job_id uses an entry (given by key, or by entry name):
+        the job has ended. Unlinked by name in the checked directory, never through a link.
+        Best effort: the number removed."""
+        removed = 0
+        try:
+            with self._layout("inuse") as dfd:
+                for name in os.listdir(dfd):
+                    base, sep, uid = name.rpartition(".u")
+                    entry_name, jsep, job = base.rpartition(".j")
+                    if sep and jsep and uid == str(self.uid) and job == str(job_id) and \
+                            (entry_name == key_or_name or entry_name.startswith(f"{key_or_name}-u")):
+                        try:
+                            os.unlink(name, dir_fd=dfd)
+                            removed += 1
+                        except OSError:
+                            pass
+        except (OSError, StardockError):
+            pass
+        return removed
 
     def users_of(self, entry: Entry) -> List[str]:
         """Job ids recorded (by their submitters) as going to run entry."""

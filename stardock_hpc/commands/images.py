@@ -2,19 +2,22 @@
 from __future__ import annotations
 
 import datetime
+import getpass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, Tuple
 
 import click
 
 from stardock_hpc.builder import build as build_image
-from stardock_hpc.builder import entry_summary
+from stardock_hpc.builder import entry_summary, lock_spec
 from stardock_hpc.cache import Cache
 from stardock_hpc.commands.options import common_options, echo_json, state
 from stardock_hpc.engines import NAMES as ENGINE_NAMES
 from stardock_hpc.engines import get_engine
 from stardock_hpc.errors import UsageError
-from stardock_hpc.inputs import site_and_catalog
+from stardock_hpc.fsutil import write_atomic
+from stardock_hpc.inputs import read_lock, site_and_catalog
+from stardock_hpc.lockfile import LOCK_NAME
 from stardock_hpc.prune import DAY, plan_prune, sweep_tmp
 from stardock_hpc.safefs import printable
 from stardock_hpc.schedulers import get_scheduler
@@ -34,40 +37,78 @@ def chosen_engine(name: Optional[str], site) -> tuple:
     return get_engine(site.engine), f"site config ({site.source})"
 
 
+def progress(lines: bool, messages: bool) -> Tuple[Callable[[str], None], Callable[[str], None]]:
+    """A build's output lines and stardock's own messages about it, on standard error when shown."""
+    def on_line(line: str) -> None:
+        if lines:
+            click.echo(f"  | {line}", err=True)
+
+    def say(message: str) -> None:
+        if messages:
+            click.echo(f"stardock: {message}", err=True)
+
+    return on_line, say
+
+
 @click.command()
 @click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
 @engine_option
+@click.option("--locked", is_flag=True, help="Install exactly the versions stardock.lock (beside SPEC) names.")
+@click.option("--lock", "lock_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="The lock file for --locked (default: stardock.lock beside SPEC).")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the key and the artifact path.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object, nothing else.")
 @common_options
-def build(spec: Path, engine: Optional[str], quiet: bool, as_json: bool) -> None:
+def build(spec: Path, engine: Optional[str], locked: bool, lock_path: Optional[Path], quiet: bool,
+          as_json: bool) -> None:
     """Build SPEC unless the shared cache already has it; print its key and artifact."""
+    if lock_path is not None and not locked:
+        raise UsageError("--lock FILE goes with --locked")
     site, catalog = site_and_catalog(state().site)
+    lock = read_lock(spec, lock_path) if locked else None
     eng, source = chosen_engine(engine, site)
     stream = not (quiet or as_json)
     if stream:
         click.echo(f"stardock: engine {eng.name} (from {source})", err=True)
 
-    def on_line(line: str) -> None:
-        if stream:
-            click.echo(f"  | {line}", err=True)
-
-    def say(message: str) -> None:
-        if not as_json:
-            click.echo(f"stardock: {message}", err=True)
-
-    result = build_image(spec, site, catalog, eng, on_line, say)
+    on_line, say = progress(lines=stream, messages=not as_json)
+    result = build_image(spec, site, catalog, eng, on_line, say, lock)
     entry = result.entry
     if as_json:
         echo_json({"key": entry.key, "artifact": str(entry.artifact), "engine": eng.name,
                    "engine_source": source, "built": result.built, "seconds": round(result.seconds, 3),
-                   "builder": entry.owner_name, "name": result.plan.name})
+                   "builder": entry.owner_name, "name": result.plan.name,
+                   "lock_sha256": entry.meta.get("lock_sha256"), "locked": lock is not None})
         return
     if stream:
         what = f"built in {result.seconds:.1f}s" if result.built else \
             f"cached (built by {entry.owner_name}), nothing to build"
         click.echo(f"stardock: {result.plan.name}: {printable(what)}", err=True)
     click.echo(f"{entry.key}\n{entry.artifact}" if quiet else f"key: {entry.key}\nartifact: {entry.artifact}")
+
+
+@click.command("lock")
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the lock (default: stardock.lock beside SPEC).")
+@engine_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object, nothing else.")
+@common_options
+def lock_cmd(spec: Path, output: Optional[Path], engine: Optional[str], as_json: bool) -> None:
+    """Write stardock.lock: the exact versions of everything in the image SPEC builds."""
+    site, catalog = site_and_catalog(state().site)
+    eng, _source = chosen_engine(engine, site)
+    on_line, say = progress(lines=not as_json, messages=not as_json)
+    lock, result = lock_spec(spec, site, catalog, eng, on_line, say)
+    path = output or spec.parent / LOCK_NAME
+    write_atomic(path, lock.text(), mode=0o644)  # whole or not at all
+    counts = {"apt": len(lock.packages.apt), "pip": len(lock.packages.pip)}
+    if as_json:
+        echo_json({"lock": str(path), "sha256": lock.digest(), "key": result.entry.key, **counts})
+        return
+    click.echo(f"stardock: {path}: {counts['apt']} Debian and {counts['pip']} Python packages "
+               f"(lock sha256 {lock.digest()[:12]}, image {result.entry.key[:12]})", err=True)
+    click.echo(str(path))
 
 
 @click.group(invoke_without_command=True)
@@ -123,6 +164,32 @@ def inspect(key: str, as_json: bool) -> None:
     echo_json({**entry.meta, "path": str(entry.path), "owner": entry.owner_name,
                "trusted": cache.trusted(entry.owner), "verified": cache.verify(entry),
                "last_used": cache.last_used(entry), "jobs": cache.users_of(entry)})
+
+
+@images.command()
+@click.argument("a")
+@click.argument("b")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: both names and the differences.")
+@common_options
+def diff(a: str, b: str, as_json: bool) -> None:
+    """The packages whose versions differ between two images or jobs (each a key or a unique
+    prefix of one, or the id of a job of yours: its lock is kept with its record)."""
+    from stardock_hpc.jobs.records import RecordStore
+    from stardock_hpc.jobs.submit import user_dirs
+    from stardock_hpc.lockfile import diff_packages
+    from stardock_hpc.provenance import package_set
+
+    site = load_site(state().site)
+    cache = Cache(site.cache, site.trusted_builders)
+    store = RecordStore(user_dirs(site, getpass.getuser())[0])
+    (name_a, set_a), (name_b, set_b) = package_set(a, cache, store), package_set(b, cache, store)
+    lines = diff_packages(set_a, set_b, name_a, name_b)
+    if as_json:
+        echo_json({"a": name_a, "b": name_b, "differences": lines})
+        return
+    # an entry made before locks existed gives its meta.json's versions: other users' text, escaped
+    click.echo("\n".join(printable(line) for line in lines) if lines else
+               f"no differences between {name_a} and {name_b}")
 
 
 def parse_size(text: str) -> int:

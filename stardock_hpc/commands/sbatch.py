@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, List, Optional
 
+from stardock_hpc import proc
 from stardock_hpc.jobs.request import apply_directives, parse_command_line
 from stardock_hpc.jobs.submit import prepare, submit
 from stardock_hpc.schedulers import get_scheduler
@@ -20,7 +21,7 @@ from stardock_hpc.site import load_site
 USAGE = """Submit a batch script to run inside a container environment, as sbatch would.
 
 \b
-stardock sbatch [sbatch options] (--env SPEC | --image KEY) [--mount NAME[/SUB][:ro|:rw]]...
+stardock sbatch [sbatch options] (--env SPEC [--locked] | --image KEY) [--mount NAME[/SUB][:ro|:rw]]...
                 [--engine E] [--backend B] [--pass-env VAR,...] [--dry-run] SCRIPT [ARGS...]
 stardock sbatch [...] --wrap CMD
 
@@ -37,6 +38,8 @@ def err(text: str) -> None:
 def run(argv: List[str], site_option: Optional[str] = None) -> None:
     cwd = Path.cwd()
     req = apply_directives(parse_command_line(argv, cwd))
+    if req.debug:
+        proc.enable_debug()
     site = load_site(req.site or site_option)
     parsable = req.has("parsable")
     prepared = prepare(req, site, None if parsable else (lambda line: err(f"  | {line}")),

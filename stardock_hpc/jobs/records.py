@@ -2,11 +2,15 @@
 
     <records>/<jobid>/submit.json         written once, after sbatch answered
     <records>/<jobid>/run.json            the wrapper's record (run.<task>.json for array tasks)
+    <records>/pending/<stamp>.json        a submission whose answer was lost (the job may exist):
+                                          `stardock status` looks for the job and records it
+    <records>/locks/<sha256>.lock         the lock of a job's image (its provenance names it)
 
 Every file is written to a temporary name and renamed: a reader never sees half a record.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -61,6 +65,43 @@ class RecordStore:
                 if record is not None:
                     out[parts[1] if len(parts) == 3 else ""] = record
         return out
+
+    def write_pending(self, stamp: str, record: Dict) -> None:
+        d = self.root / "pending"
+        d.mkdir(mode=0o700, exist_ok=True)
+        write_atomic(d / f"{stamp}.json", json.dumps(record, indent=2, sort_keys=True) + "\n", mode=0o600)
+
+    def pending(self) -> Dict[str, Dict]:
+        d = self.root / "pending"
+        out = {}
+        if d.is_dir():
+            for path in sorted(d.glob("*.json")):
+                record = self._read(path)
+                if record is not None and path.stem.isdigit():
+                    out[path.stem] = record
+        return out
+
+    def drop_pending(self, stamp: str) -> None:
+        (self.root / "pending" / f"{stamp}.json").unlink(missing_ok=True)
+
+    def write_lock(self, text: str) -> str:
+        """Keep a lock file by its digest (locks/<sha256>.lock); its digest."""
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        d = self.root / "locks"
+        d.mkdir(mode=0o700, exist_ok=True)
+        if not (d / f"{digest}.lock").is_file():
+            write_atomic(d / f"{digest}.lock", text, mode=0o600)
+        return digest
+
+    def lock(self, digest: str) -> Optional[str]:
+        """A kept lock, if it is there and still has its digest."""
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            return None
+        try:
+            text = (self.root / "locks" / f"{digest}.lock").read_text()
+        except OSError:
+            return None
+        return text if hashlib.sha256(text.encode()).hexdigest() == digest else None
 
     def jobs(self) -> List[str]:
         if not self.root.is_dir():

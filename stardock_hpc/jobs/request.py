@@ -21,7 +21,7 @@ from stardock_hpc.slurm.script import Script, read_script, wrap_script
 
 # stardock's options in `stardock sbatch`, with whether they take a value.
 OWN = {"env": True, "image": True, "mount": True, "engine": True, "backend": True, "dry-run": False,
-       "site": True, "debug": False, "pass-env": True}
+       "site": True, "debug": False, "pass-env": True, "locked": False}
 
 
 @dataclass
@@ -32,6 +32,7 @@ class SubmitRequest:
     engine: Optional[str] = None
     backend: Optional[str] = None
     dry_run: bool = False
+    locked: bool = False                   # --env SPEC built exactly as SPEC's stardock.lock says
     site: Optional[str] = None
     debug: bool = False
     pass_env: List[str] = field(default_factory=list)
@@ -105,6 +106,8 @@ def _own(req: SubmitRequest, name: str, value: Optional[str], base: Path) -> Non
         setattr(req, name, value)
     elif name == "dry-run":
         req.dry_run = True
+    elif name == "locked":
+        req.locked = True
     elif name == "debug":
         req.debug = True
 
@@ -187,5 +190,6 @@ def apply_directives(req: SubmitRequest) -> SubmitRequest:
         engine=req.engine or from_script.engine,
         backend=req.backend or from_script.backend,
         dry_run=req.dry_run or from_script.dry_run,
+        locked=req.locked or from_script.locked,
         pass_env=from_script.pass_env + req.pass_env,
     )

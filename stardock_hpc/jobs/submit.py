@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import getpass
 import os
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 from stardock_hpc.cache import Cache, Entry, image_tag
 from stardock_hpc.engines import get_engine
-from stardock_hpc.errors import UsageError
+from stardock_hpc.errors import OutcomeUnknown, StardockError, UsageError
 from stardock_hpc.jobs.launch import Launch
 from stardock_hpc.jobs.limits import check_limits
 from stardock_hpc.jobs.mounts import VolumeMount, parse_mounts
@@ -20,6 +21,7 @@ from stardock_hpc.jobs.records import RecordStore
 from stardock_hpc.jobs.request import SubmitRequest, export_names
 from stardock_hpc.jobs.script import render_job_script
 from stardock_hpc.jobs.userdirs import private_dir
+from stardock_hpc.provenance import keep_lock, provenance
 from stardock_hpc.resources import data_dir
 from stardock_hpc.schedulers.base import Scheduler, Submission, Submitted
 from stardock_hpc.site import Site
@@ -50,9 +52,14 @@ def choose_image(req: SubmitRequest, site: Site, engine_name: Optional[str],
         # building (and so the catalog) only when the image is given as a spec: --image stays light
         from stardock_hpc.builder import build
         from stardock_hpc.catalog import load_catalog
+        from stardock_hpc.inputs import read_lock
+        lock = read_lock(req.spec_path) if req.locked else None
         result = build(req.spec_path, site, load_catalog(site.catalog), get_engine(engine_name or site.engine),
-                       on_line, say)
+                       on_line, say, lock)
         return result.entry, result.built
+    if req.locked:
+        raise UsageError("stardock sbatch: --locked goes with --env SPEC (an image given by --image KEY is "
+                         "what it is)")
     cache = Cache(site.cache, site.trusted_builders)
     entry = cache.find(req.image or "")
     if not cache.trusted(entry.owner):
@@ -144,21 +151,59 @@ def submit(req: SubmitRequest, prepared: Prepared, site: Site, scheduler: Schedu
     assert req.script is not None
     name = req.script.path.name if req.script.path else "wrap"
     options = site_defaults(req, site, environ) + list(req.sbatch)
-    submitted = scheduler.submit(Submission(prepared.script, options, req.args, cwd, environ, name))
+    submission = Submission(prepared.script, options, req.args, cwd, environ, name)
+    sent = time.time()
+    try:
+        submitted = scheduler.submit(submission)
+    except OutcomeUnknown as exc:
+        raise _lost_answer(exc, submission, req, prepared, site, scheduler, sent) from None
     if not submitted.job_id:
         return submitted
-    record = {
-        "job": submitted.job_id, "cluster": submitted.cluster, "submitted": time.time(),
-        "user": getpass.getuser(), "backend": scheduler.name, "cwd": str(cwd),
-        "script": prepared.launch.script_name, "args": req.args, "sbatch": [t for o in options for t in o.tokens],
-        "engine": prepared.engine, "key": prepared.entry.key, "name": prepared.launch.name,
-        "artifact": str(prepared.entry.artifact), "mounts": [m.record() for m in prepared.mounts],
-        "outputs": str(prepared.outputs), "spec": str(req.spec_path) if req.spec_path else None,
-    }
+    record = _submit_record(submitted.job_id, req, prepared, scheduler, options, cwd)
+    record["cluster"] = submitted.cluster
     try:
         RecordStore(prepared.records).write_submit(submitted.job_id, record)
     except OSError as exc:
         warn(f"job {submitted.job_id} was submitted, but its record could not be written in "
              f"{prepared.records} ({exc.strerror}): `stardock status` shows only what Slurm knows of it")
-    Cache(site.cache, site.trusted_builders).register_use(prepared.entry, submitted.job_id)
+    cache = Cache(site.cache, site.trusted_builders)
+    cache.register_use(prepared.entry, submitted.job_id)
+    try:
+        keep_lock(cache, prepared.entry, RecordStore(prepared.records))
+    except (OSError, StardockError) as exc:
+        warn(f"job {submitted.job_id}: the lock of its image could not be kept among your records ({exc})")
     return submitted
+
+
+def _submit_record(job_id: Optional[str], req: SubmitRequest, prepared: Prepared, scheduler: Scheduler,
+                   options: List[Option], cwd: Path) -> Dict:
+    return {
+        "job": job_id, "submitted": time.time(),
+        "user": getpass.getuser(), "backend": scheduler.name, "cwd": str(cwd),
+        "script": prepared.launch.script_name, "args": req.args, "sbatch": [t for o in options for t in o.tokens],
+        "engine": prepared.engine, "key": prepared.entry.key, "name": prepared.launch.name,
+        "artifact": str(prepared.entry.artifact), "mounts": [m.record() for m in prepared.mounts],
+        "outputs": str(prepared.outputs), "spec": str(req.spec_path) if req.spec_path else None,
+        "provenance": provenance(prepared.entry),
+    }
+
+
+def _lost_answer(exc: OutcomeUnknown, submission: Submission, req: SubmitRequest, prepared: Prepared, site: Site,
+                 scheduler: Scheduler, sent: float) -> OutcomeUnknown:
+    """Keep what finds the job again if Slurm made it (the job's name, the time window, the
+    record it would have had) and keep its image from pruning; `stardock status` adopts it."""
+    from stardock_hpc.schedulers.job_options import gather
+    names = [o.value for o in gather(submission.script, submission.options, submission.environ)[0]
+             if o.name == "job-name" and o.value]
+    stamp = str(time.time_ns())
+    record = _submit_record(None, req, prepared, scheduler, submission.options, submission.cwd)
+    record.update(pending=stamp, job_name=names[-1] if names else submission.script_name, window=[sent, time.time()])
+    kept = "nothing was recorded"
+    try:
+        RecordStore(prepared.records).write_pending(stamp, record)
+        Cache(site.cache, site.trusted_builders).register_pending(prepared.entry, stamp)
+        kept = "stardock recorded the submission: `stardock status` finds the job and records it if Slurm has it"
+    except OSError as err:
+        kept = f"its record could not be written ({err.strerror})"
+    return OutcomeUnknown(f"{exc.message}\n{kept}", hint="do not submit again before `stardock status` (or "
+                          f"squeue --me --name={shlex.quote(record['job_name'])}) says whether it exists")

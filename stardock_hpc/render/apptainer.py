@@ -23,7 +23,7 @@ from stardock_hpc.plan import (
     PlannedFile,
     ShellRun,
 )
-from stardock_hpc.render.common import UPDATE_CA, header, layer_commands, run_argv
+from stardock_hpc.render.common import UPDATE_CA, header, layer_commands, lock_files, run_argv
 
 STAGE = "/.stardock/files"
 INDENT = "    "
@@ -67,6 +67,7 @@ def render_apptainer(plan: BuildPlan) -> str:
     out: List[str] = header(plan, "Apptainer definition") + _bootstrap(plan)
 
     files = [f"{CONTEXT_CA}/{name} {IMAGE_CA}/{name}" for name in plan.ca_names()]
+    files += [f"{src} {dest}" for src, dest in lock_files(plan)]
     files += [f"files/{f.index} {STAGE}/{f.index}" for f in plan.all_files]
     files += [f"{run.context_path} {run.image_path}" for run in plan.runs]
     files.append(f"{CONTEXT_SPEC} {IMAGE_SPEC}")
@@ -82,7 +83,7 @@ def render_apptainer(plan: BuildPlan) -> str:
         post += ["# the site's CA certificates, trusted before anything is downloaded", UPDATE_CA]
     for layer in (plan.catalog_layer, plan.user_layer):
         if layer:
-            post += [f"# {layer.comment}"] + layer_commands(layer)
+            post += [f"# {layer.comment}"] + layer_commands(layer, plan.lock)
     if plan.files:
         post.append("# the spec's files, placed where a Containerfile's COPY puts them")
         for f in plan.files:
@@ -96,7 +97,7 @@ def render_apptainer(plan: BuildPlan) -> str:
             for f in item.files:
                 post += _place(f)
         else:
-            post += [f"# {item.comment}"] + layer_commands(item)
+            post += [f"# {item.comment}"] + layer_commands(item, plan.lock)
     if plan.all_files:
         post.append(f"rm -rf {STAGE}")
     out += _section("%post -c /bin/bash", post)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
+from stardock_hpc.lockfile import Lock
 from stardock_hpc.plan import (
     CONTEXT_CA,
     CONTEXT_SPEC,
@@ -24,7 +25,7 @@ from stardock_hpc.plan import (
     PlannedFile,
     ShellRun,
 )
-from stardock_hpc.render.common import UPDATE_CA, header, layer_commands, run_argv
+from stardock_hpc.render.common import UPDATE_CA, header, layer_commands, lock_files, run_argv
 from stardock_hpc.site import base_reference
 
 
@@ -45,10 +46,10 @@ def _pairs(instruction: str, items: Dict[str, str]) -> List[str]:
     return [f"{instruction} " + " \\\n    ".join(lines)]
 
 
-def _run(layer: Layer) -> List[str]:
+def _run(layer: Layer, lock: Optional[Lock]) -> List[str]:
     if not layer:
         return []
-    return [f"# {layer.comment}", "RUN " + "; \\\n    ".join(["set -e", *layer_commands(layer)])]
+    return [f"# {layer.comment}", "RUN " + "; \\\n    ".join(["set -e", *layer_commands(layer, lock)])]
 
 
 def _copies(files: Sequence[PlannedFile]) -> List[str]:
@@ -63,8 +64,11 @@ def render_containerfile(plan: BuildPlan) -> str:
         out.append("# the site's CA certificates, trusted before anything is downloaded")
         out.append(f"COPY {json.dumps([CONTEXT_CA + '/', IMAGE_CA + '/'])}")
         out.append(f"RUN {UPDATE_CA}")
-    out += _run(plan.catalog_layer)
-    out += _run(plan.user_layer)
+    if plan.lock is not None:
+        out.append("# the lock: every package at the version it names (stardock.lock)")
+        out += [f"COPY {json.dumps([src, dest])}" for src, dest in lock_files(plan)]
+    out += _run(plan.catalog_layer, plan.lock)
+    out += _run(plan.user_layer, plan.lock)
     if plan.files:
         out.append("# the spec's files")
     out += _copies(plan.files)
@@ -77,7 +81,7 @@ def render_containerfile(plan: BuildPlan) -> str:
             out.append("# the spec's files, at this point of the build")
             out += _copies(item.files)
         else:
-            out += _run(item)
+            out += _run(item, plan.lock)
     out.append("# provenance: the canonical spec and its hash")
     out.append(f"COPY {json.dumps([CONTEXT_SPEC, IMAGE_SPEC])}")
     out += _pairs("LABEL", plan.labels)

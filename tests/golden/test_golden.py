@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from stardock_hpc.catalog import load_catalog
+from stardock_hpc.lockfile import parse_lock
 from stardock_hpc.plan import resolve
 from stardock_hpc.render import render_apptainer, render_containerfile
 from stardock_hpc.render.common import run_script
@@ -28,9 +29,13 @@ def outputs(case: str) -> dict:
     site = parse_site((HERE / "site.yaml").read_text(), HERE / "site.yaml")
     catalog = load_catalog()
     env = load_spec(HERE / "cases" / case / "stardock.yaml", apps=catalog.names())
-    plan = resolve(env, site, catalog)
+    lock_file = HERE / "cases" / case / "stardock.lock"  # a case with a lock renders a --locked build
+    lock = parse_lock(lock_file.read_text(), str(lock_file)) if lock_file.exists() else None
+    plan = resolve(env, site, catalog, lock)
     out = {"Containerfile": render_containerfile(plan), "apptainer.def": render_apptainer(plan),
            "spec.yaml": plan.spec_yaml}
+    if lock is not None:
+        out.update({"stardock.lock": lock.text(), "apt-pins": lock.apt_pins(), "pip-lock.txt": lock.pip_requirements()})
     for run in plan.runs:
         out[run.context_path.split("/")[-1]] = run_script(run)
     return out

@@ -172,3 +172,14 @@ def test_exported_values_reach_each_engine_as_one_literal_argument(engine):
     argv = get_engine(engine).run_argv(ImageRef(engine, "ref"), ["/s"], [], {"FOO": value}, "/w",
                                        RunOptions(uid=1000, gid=1000))
     assert f"FOO={value}" in argv
+
+
+def test_locked_is_a_stardock_flag_on_the_command_line_and_in_stardock_lines(tmp_path):
+    s = script(tmp_path, "#!/bin/sh\n#STARDOCK --env env.yaml --locked\ntrue\n")
+    assert apply_directives(parse_command_line([str(s)], tmp_path)).locked is True
+    plain = script(tmp_path, "#!/bin/sh\ntrue\n", "plain.sh")
+    req = parse_command_line(["--locked", "--env", "env.yaml", str(plain)], tmp_path)
+    assert req.locked is True and req.sbatch == []
+    assert parse_command_line(["--env", "env.yaml", str(plain)], tmp_path).locked is False
+    with pytest.raises(UsageError, match="--locked takes no value"):
+        parse_command_line(["--locked=yes", str(plain)], tmp_path)
