@@ -208,7 +208,7 @@ def _isolation(site) -> List[Check]:
         ("ok", "no new privileges", "Podman: --security-opt=no-new-privileges; Apptainer: always set by "
          "Apptainer itself (setuid files in images gain nothing)"),
         ("ok", "process view", "Podman: a PID namespace of its own; Apptainer: --pid (a job sees only its "
-         "own processes)"),
+         "own processes; the tasks of a multi-task or MPI step share the node's, for MPI's shared memory)"),
         ("ok", "process limit", f"policy.limits.pids = {pids}{capped}, applied by stardock as RLIMIT_NPROC of "
          "the container (the kernel counts, per user namespace: Podman's is shared by the user's containers "
          "on a node, Apptainer's is the job's own); Slurm 22.05's cgroup plugins limit memory and cores, "

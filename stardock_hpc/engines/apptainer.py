@@ -50,9 +50,12 @@ class ApptainerEngine(Engine):
 
     def run_argv(self, image: ImageRef, command: Sequence[str], mounts: Sequence[Mount],
                  env: Mapping[str, str], workdir: Optional[str], options: RunOptions) -> list:
-        # --pid: the job sees only its own processes. Apptainer always sets no_new_privs itself.
-        # Inherited descriptors (options.preserve_fds) pass through as they are.
-        argv = ["apptainer", "--silent", "exec", "--cleanenv", "--contain", "--no-home", "--pid"]
+        # --pid: the job sees only its own processes (a step's tasks share the node's instead).
+        # Apptainer always sets no_new_privs itself. Inherited descriptors (options.preserve_fds)
+        # pass through as they are.
+        argv = ["apptainer", "--silent", "exec", "--cleanenv", "--contain", "--no-home"]
+        if not options.host_pid:
+            argv.append("--pid")
         if not (options.network or options.host_network):  # otherwise the node's own network
             argv += ["--net", "--network=none"]
         for m in mounts:

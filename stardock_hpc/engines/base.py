@@ -41,6 +41,7 @@ class ImageRef:
 class RunOptions:
     network: bool = False
     host_network: bool = False      # the node's own network (MPI across nodes, PMIx's server)
+    host_pid: bool = False          # the node's PID namespace (a step's tasks see each other's PIDs)
     uid: Optional[int] = None
     gid: Optional[int] = None
     runtime: Optional[str] = None   # Podman: the OCI runtime (our accounting shim around runc)

@@ -158,7 +158,9 @@ class PodmanEngine(Engine):
                  env: Mapping[str, str], workdir: Optional[str], options: RunOptions) -> list:
         # no_new_privs: a setuid file in the image gains nothing (runc, not Podman, enforces it)
         joined = in_namespace_of(image.holder) + rootless_env() if image.rootfs and image.holder else []
-        argv = [*joined, *podman(options.storage), "run", "--rm", "--pull=never", "--init",
+        # --init reaps and forwards signals as PID 1; in the node's PID namespace there is none
+        pid = ["--pid=host"] if options.host_pid else ["--init"]
+        argv = [*joined, *podman(options.storage), "run", "--rm", "--pull=never", *pid,
                 f"--network={'host' if options.host_network else 'slirp4netns' if options.network else 'none'}",
                 "--userns=keep-id",
                 "--security-opt=no-new-privileges"]

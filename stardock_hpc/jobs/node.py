@@ -256,6 +256,7 @@ class Run:
     tmpdir: Path
     held: List[Held]                  # bind sources, held open (binds.py); handed over by run_container
     host_network: bool = False
+    host_pid: bool = False            # a task of a step: the node's PID namespace (see _run_task)
     extra_fds: Tuple[int, ...] = ()   # passed on after the held ones (a task's PMI_FD)
     fd_env: Optional[str] = None      # the variable that names the first of them in the container
 
@@ -277,7 +278,8 @@ def run_container(launch: Launch, engine: Engine, image: ImageRef, run_: Run, ma
         if image.squashfs:  # the cache's squashfs, mounted for this run only (engines/podman.py)
             image = mounted = engine.mount(image, run_.tmpdir / "rootfs")
         command = checked_command(handover.mounts, run_.command)
-        options = RunOptions(network=launch.network, host_network=run_.host_network, uid=uid, gid=gid,
+        options = RunOptions(network=launch.network, host_network=run_.host_network, host_pid=run_.host_pid,
+                             uid=uid, gid=gid,
                              runtime=launch.runtime_shim, name=run_.name, tmpdir=str(run_.tmpdir),
                              interactive=launch.interactive, preserve_fds=len(handover.pass_fds),
                              pids=process_limit(launch.pids))
@@ -494,7 +496,11 @@ def _run_task(step: steps.Step, program: List[str], environ: Dict[str, str], eng
         fd_env = None
         if environ.get("PMI_FD", "").isdigit():
             extra, fd_env = (int(environ["PMI_FD"]),), "PMI_FD"
-        run_ = Run(program, env, step.cwd, name, workdir, held, host_network=shares_node_network(launch, environ),
+        # A step's tasks on a node share its PID namespace, as they would without containers and
+        # as with Pyxis and Apptainer's defaults: MPI's shared-memory transports (Open MPI's vader)
+        # tell their peers apart by PID, and each task in a namespace of its own is PID 6 or 2.
+        shared = shares_node_network(launch, environ)
+        run_ = Run(program, env, step.cwd, name, workdir, held, host_network=shared, host_pid=shared,
                    extra_fds=extra, fd_env=fd_env)
         held = []
         return run_container(launch, engine, image, run_, marks)

@@ -152,7 +152,15 @@ def test_mpi_across_nodes_with_pmix_mpi4py_and_mpirun(work, engine):
         _job, out, err = run_job(work / "mpi", f"{label}-{engine}", f"{command}\necho status=$?\n",
                                  "-N3", "-n6", engine=engine)
         assert "status=0" in out, f"{label}: {out}{err}"
+        assert "WARNING" not in out + err, f"{label}: {out}{err}"
         ranks_of(out, label)
+    # two ranks of one node through shared memory alone (the tasks share the node's PID namespace
+    # and /dev/shm; in PID namespaces of their own both were PID 6 and vader crashed)
+    _job, out, err = run_job(work / "mpi", f"shm-{engine}", "OMPI_MCA_btl=self,vader srun --mpi=pmix mpi-ring\n"
+                             "echo status=$?\n", "-N1", "-n2", engine=engine)
+    assert "status=0" in out and "WARNING" not in out + err, out + err
+    assert sorted(line.split(" on ")[0] for line in out.splitlines() if line.startswith("rank ")) == \
+        ["rank 0 of 2", "rank 1 of 2"], out + err
 
 
 @pytest.mark.podman

@@ -182,6 +182,19 @@ def test_apptainer_uses_the_node_network_only_when_allowed():
     assert isolated.index("--net") < isolated.index("/c/image.sif")
 
 
+def test_a_step_task_shares_the_nodes_pid_namespace_with_both_engines():
+    """Open MPI's shared memory tells peers apart by PID: tasks each in a PID namespace of their
+    own are all PID 6 there. The batch script keeps its own (and Podman's --init, which needs it)."""
+    image = ImageRef("podman", "img")
+    task = PodmanEngine().run_argv(image, ["true"], [], {}, None, RunOptions(host_pid=True))
+    assert "--pid=host" in task and "--init" not in task
+    script = PodmanEngine().run_argv(image, ["true"], [], {}, None, RunOptions())
+    assert "--init" in script and not any(a.startswith("--pid") for a in script)
+    sif = ImageRef("apptainer", "/c/image.sif")
+    assert "--pid" not in ApptainerEngine().run_argv(sif, ["true"], [], {}, None, RunOptions(host_pid=True))
+    assert "--pid" in ApptainerEngine().run_argv(sif, ["true"], [], {}, None, RunOptions())
+
+
 @pytest.mark.parametrize("environ, shared", [
     ({"SLURM_JOB_NUM_NODES": "3"}, True),
     ({"SLURM_JOB_NUM_NODES": "1", "SLURM_NTASKS": "2"}, True),
