@@ -7,7 +7,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 from stardock_hpc import __version__, proc, proctree
 from stardock_hpc.cache import ENTRY_LOCK, Cache, Entry, image_tag
@@ -44,12 +44,19 @@ class BuildTimeout(ExternalError):
 
 def image_packages(engine: Engine, artifact: Path, tag: str, timeout: Optional[float] = None) -> Packages:
     """What the image really holds (lockfile.PACKAGES_SCRIPT, run in it)."""
+    return parse_packages(run_in_image(engine, artifact, tag, PACKAGES_SCRIPT, (), "list the packages of",
+                                       timeout=timeout))
+
+
+def run_in_image(engine: Engine, artifact: Path, tag: str, script: str, args: Sequence[str], what: str,
+                 network: bool = False, timeout: Optional[float] = None) -> str:
+    """The output of a shell script (with args as $1...) run in a built image, as the user."""
     image = engine.image_for(artifact, tag)
-    argv = engine.run_argv(image, ["/bin/sh", "-c", PACKAGES_SCRIPT], [], {}, None, RunOptions())
+    argv = engine.run_argv(image, ["/bin/sh", "-c", script, "sh", *args], [], {}, None, RunOptions(network=network))
     out = proc.run(argv, check=False, timeout=300.0 if timeout is None else max(1.0, min(300.0, timeout)))
     if not out.ok:
-        raise ExternalError(f"cannot list the packages of the image {tag} (exit {out.returncode}):\n{out.tail()}")
-    return parse_packages(out.stdout)
+        raise ExternalError(f"cannot {what} the image {tag} (exit {out.returncode}):\n{out.tail()}")
+    return out.stdout
 
 
 def app_digests(plan: BuildPlan) -> Dict[str, str]:

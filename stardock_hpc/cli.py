@@ -16,6 +16,7 @@ COMMANDS: Dict[str, Tuple[str, str, str]] = {
     "apps": ("stardock_hpc.commands.envs", "apps", "List the app catalog."),
     "build": ("stardock_hpc.commands.images", "build", "Build SPEC unless the shared cache already has it."),
     "cancel": ("stardock_hpc.commands.jobs", "cancel", "Cancel a job; nothing of it remains."),
+    "deps": ("stardock_hpc.commands.deps", "deps_cmd", "Find the Debian packages your own programs need."),
     "doctor": ("stardock_hpc.commands.doctor", "doctor", "Check this machine, the site config and Slurm."),
     "exec": ("stardock_hpc.commands.jobs", "exec_cmd", "Run one command in an environment, here."),
     "images": ("stardock_hpc.commands.images", "images", "List the shared cache's images (or inspect / prune)."),

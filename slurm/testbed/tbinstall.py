@@ -28,6 +28,8 @@ APT_PACKAGES = [
     # Slurm's mpi/pmix plugin opens libpmix.so (the -dev package's link); bare MPI on the nodes
     # for the benches' baselines (the same Debian OpenMPI the catalog's openmpi app installs)
     "libpmix-dev", "openmpi-bin", "libopenmpi-dev", "python3-mpi4py",
+    # a scientist's own C program built on the login node (tests/integration/test_deps.py)
+    "gcc", "libc6-dev", "libcfitsio-dev", "wcslib-dev",
 ]
 
 APPTAINER_GLIBC = Path("/opt/stardock-testbed-glibc")  # sid's glibc, for apptainer only
