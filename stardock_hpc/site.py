@@ -119,6 +119,16 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class InputsPolicy:
+    """policy.inputs: what a job's --input may fetch (jobs/staging.py)."""
+
+    schemes: Tuple[str, ...] = ("http", "https", "file")
+    hosts: Tuple[str, ...] = ()     # host names (*.example.org: any below it); empty: any host
+    max_bytes: str = "10G"          # the most one input may be
+    retries: int = 3                # attempts after the first (inputs and deliveries), with backoff
+
+
+@dataclass(frozen=True)
 class Policy:
     network: bool = False           # containers get a network at run time
     node_network: bool = True       # multi-node jobs and MPI steps share the node's network
@@ -126,6 +136,7 @@ class Policy:
     pip: bool = True                # specs may install from PyPI
     limits: Limits = Limits()
     build_timeout: str = DEFAULT_BUILD_TIMEOUT   # a build running longer is stopped (Slurm time format)
+    inputs: InputsPolicy = InputsPolicy()
 
 
 @dataclass(frozen=True)
@@ -268,6 +279,21 @@ def site_type() -> Obj:
             "build_timeout": Key(Str("A build running longer is stopped and nothing is cached (e.g. 1:00:00).",
                                      pattern=TIME_RE, pattern_help="a Slurm time such as 30:00 or 2:00:00"),
                                  default=DEFAULT_BUILD_TIMEOUT),
+            "inputs": Key(Obj({
+                "schemes": Key(ListOf(Str(choices=("http", "https", "file")),
+                                      "The URL schemes a job's --input may use.", unique=True),
+                               default=("http", "https", "file")),
+                "hosts": Key(ListOf(Str(pattern=r"(?:\*\.)?[A-Za-z0-9.-]{1,253}",
+                                        pattern_help="a host name, or *.domain for any host below it"),
+                                    "The hosts a job's --input may fetch from (empty: any).", unique=True),
+                             default=()),
+                "max_bytes": Key(Str("The largest input a job may fetch.", pattern=MEM_RE, pattern_help="e.g. 10G"),
+                                 default="10G"),
+                "retries": Key(Int("Attempts after the first of a failing download or delivery (with backoff).",
+                                   minimum=0, maximum=10), default=3),
+            }, make=lambda schemes, hosts, max_bytes, retries: InputsPolicy(tuple(schemes), tuple(hosts), max_bytes,
+                                                                            retries)),
+                          default=InputsPolicy()),
         }, make=lambda **kw: Policy(**kw)), default=Policy()),
         "trusted_builders": Key(Obj({
             "users": Key(ListOf(Str(pattern=USER_RE, pattern_help="a user name")), default=()),
@@ -377,7 +403,9 @@ def site_settings(site: Site) -> Dict[str, Any]:
                    "pip": site.policy.pip,
                    "limits": {"mem": site.policy.limits.mem, "cpus": site.policy.limits.cpus,
                               "time": site.policy.limits.time, "pids": site.policy.limits.pids},
-                   "build_timeout": site.policy.build_timeout},
+                   "build_timeout": site.policy.build_timeout,
+                   "inputs": {"schemes": list(site.policy.inputs.schemes), "hosts": list(site.policy.inputs.hosts),
+                              "max_bytes": site.policy.inputs.max_bytes, "retries": site.policy.inputs.retries}},
         "trusted_builders": {"users": list(site.trusted_builders.users),
                              "groups": list(site.trusted_builders.groups)},
     }

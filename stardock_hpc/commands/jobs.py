@@ -12,6 +12,7 @@ from stardock_hpc.errors import UsageError
 from stardock_hpc.jobs.records import split_job_id
 from stardock_hpc.jobs.report import cancel_job, job_report, pack_outputs, scheduler_for, status_rows
 from stardock_hpc.jobs.shell import parse_exec_args, parse_shell_args, run_exec, run_shell
+from stardock_hpc.safefs import printable
 from stardock_hpc.site import load_site
 from stardock_hpc.slurm.values import TERMINAL
 
@@ -38,6 +39,10 @@ def status(jobs, as_json: bool) -> None:
         mounts = ",".join(f"{m['volume']}:{m['mode']}" for m in r["mounts"]) or "-"
         click.echo(f"{r['job']:<12}{r['state']:<15}{r['exit_code'] or '':<7}{r['elapsed'] or '':<11}"
                    f"{r['max_rss'] or '-':<10}{(r['environment'] or '-')[:21]:<22}{mounts}")
+        for d in r.get("deliveries") or []:  # --deliver: where the outputs went, or why not
+            done = f"delivered to {d.get('where')} (sha256 {str(d.get('sha256'))[:16]}...)" if d.get("ok") else \
+                f"NOT delivered: {d.get('error')}"
+            click.echo(printable(f"{'':<12}output {d.get('dest')}: {done}"))
 
 
 @click.command()

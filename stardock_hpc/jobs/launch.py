@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from stardock_hpc.jobs.mounts import VolumeMount
 
@@ -38,6 +38,10 @@ class Launch:
     node_network: bool = False            # policy.node_network: several nodes or MPI share the node's network
     node_storage: str = ""                # site template: the user's engine state on the node ("": the engines' own)
     node_storage_max: str = "20G"
+    inputs: List[Dict[str, Any]] = field(default_factory=list)    # --input (jobs/staging.py JobInput)
+    deliver: List[Dict[str, Any]] = field(default_factory=list)   # --deliver (jobs/staging.py Delivery)
+    input_max_bytes: str = "10G"
+    retries: int = 3                      # of a download or a delivery (policy.inputs.retries)
     format: int = FORMAT
 
     def to_json(self) -> str:

@@ -390,6 +390,8 @@ def run(launch: Launch, args: List[str], environ: Dict[str, str]) -> int:
         held.append(hold_path(output, output_target, False, "the output directory"))
         held.append(hold_path(bin_dir, steps.BIN_IN_CONTAINER, True, "Slurm's commands"))
         held.append(hold_path(rpc, steps.RPC_IN_CONTAINER, False, "the job's request directory"))
+        if launch.inputs:  # fetched here, outside the container, before it starts (jobs/staging.py)
+            held.append(stage_inputs(launch, workdir, record))
         env = container_env(launch, environ, user, output_target)
         env["STARDOCK_PATH_PREFIX"] = steps.BIN_IN_CONTAINER
         server.start()
@@ -412,6 +414,8 @@ def run(launch: Launch, args: List[str], environ: Dict[str, str]) -> int:
             for leftover in records_dir.glob(f"{ids.label}.{os.getpid()}.*.step.*"):  # a step cut short
                 leftover.unlink()
         proctree.stop_descendants()
+        if launch.deliver and "output" in record:  # whatever the job's state
+            record["deliveries"] = deliver(launch, Path(str(record["output"])), workdir, ids.label)
         remove_tree(workdir)
         record.update(end=time.time(), exit_code=code)
         try:
@@ -419,6 +423,35 @@ def run(launch: Launch, args: List[str], environ: Dict[str, str]) -> int:
         except OSError as exc:
             log(f"warning: cannot write the job record: {exc}")
     return code
+
+
+def stage_inputs(launch: Launch, workdir: Path, record: Dict) -> Held:
+    """The job's --input files in a directory of its own, bound read-only at <mount_root>/input;
+    pinned ones from the user's download cache on this node when they are there."""
+    from stardock_hpc.jobs.staging import INPUT_DIR, JobInput, fetch_inputs, size_cap
+
+    directory = workdir / INPUT_DIR
+    directory.mkdir(mode=0o700)
+    store = os.environ.get(nodestore.NODE_STORAGE)
+    cache = Path(store) / "downloads" if store else None
+    try:
+        record["inputs"] = fetch_inputs([JobInput.from_json(i) for i in launch.inputs], directory, cache,
+                                        size_cap(launch.input_max_bytes), launch.retries, log)
+    except StardockError as exc:
+        raise StardockError(f"{exc}; the job's container was not started") from None
+    os.chmod(directory, 0o500)
+    return hold_path(directory, f"{launch.mount_root}/{INPUT_DIR}", True, "the job's inputs")
+
+
+def deliver(launch: Launch, output: Path, workdir: Path, label: str) -> List[Dict]:
+    from stardock_hpc.jobs.staging import Delivery, deliver_outputs
+
+    try:
+        return deliver_outputs([Delivery.from_json(d) for d in launch.deliver], output, workdir, label,
+                               launch.retries, log)
+    except Exception as exc:  # noqa: BLE001 - the job's record must still be written
+        log(f"error: delivering the outputs: {exc}")
+        return [{"dest": d.get("dest"), "ok": False, "error": str(exc)} for d in launch.deliver]
 
 
 PMIX_DIRS = ("PMIX_SERVER_TMPDIR",)

@@ -134,7 +134,8 @@ def _row(job_id: str, state: str, exit_code: Optional[str], st: JobState, submit
             "environment": submit_rec.get("name"), "engine": submit_rec.get("engine"),
             "mounts": submit_rec.get("mounts", []), "output": run.get("output"),
             "container_exit": run.get("exit_code"), "node": run.get("node"), "source": source,
-            "provenance": submit_rec.get("provenance")}
+            "provenance": submit_rec.get("provenance"), "inputs": run.get("inputs", []),
+            "deliveries": run.get("deliveries", []), "error": run.get("error")}
 
 
 def settle(store: RecordStore, site: Site, base: str, task: Optional[str], run: Dict, state: str) -> Dict:

@@ -4,13 +4,16 @@ given), the script and its arguments, and the #SBATCH / #STARDOCK directives of 
 sbatch's rules are followed: options end at the first word that is not an option (the script);
 everything after it belongs to the script. Directives are read from the comment block at the top
 of the script and stop at its first command. stardock's option names collide with none of
-sbatch's (nor with an abbreviation of one). The script itself is read by slurm/script.py.
+sbatch's (nor with an abbreviation of one) but --input, which is stardock's when its value is a
+URL and sbatch's (the script's standard input) otherwise. The script itself is read by
+slurm/script.py.
 
 What --export names is also what the script in the container gets (besides Slurm's own
 variables and --pass-env): export_names() reads the --export that sbatch uses, with its precedence.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import List, Mapping, Optional, Sequence, Tuple
@@ -21,7 +24,10 @@ from stardock_hpc.slurm.script import Script, read_script, wrap_script
 
 # stardock's options in `stardock sbatch`, with whether they take a value.
 OWN = {"env": True, "image": True, "mount": True, "engine": True, "backend": True, "dry-run": False,
-       "site": True, "debug": False, "pass-env": True, "locked": False}
+       "site": True, "debug": False, "pass-env": True, "locked": False, "input": True, "deliver": True}
+# sbatch has an --input too (the script's standard input, a file name pattern): a value that is a
+# URL (scheme://... or file:...) is stardock's --input, anything else sbatch's.
+URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://|file:/")
 
 
 @dataclass
@@ -36,6 +42,8 @@ class SubmitRequest:
     site: Optional[str] = None
     debug: bool = False
     pass_env: List[str] = field(default_factory=list)
+    inputs: List[str] = field(default_factory=list)      # --input URL[=NAME] (jobs/staging.py)
+    deliver: List[str] = field(default_factory=list)     # --deliver DEST
     sbatch: List[Option] = field(default_factory=list)   # from the command line, as given
     script: Optional[Script] = None
     args: List[str] = field(default_factory=list)
@@ -100,6 +108,10 @@ def _own(req: SubmitRequest, name: str, value: Optional[str], base: Path) -> Non
         req.image = value
     elif name == "mount":
         req.mounts.append(value or "")
+    elif name == "input":
+        req.inputs.append(value or "")
+    elif name == "deliver":
+        req.deliver.append(value or "")
     elif name == "pass-env":
         req.pass_env += [v for v in (value or "").split(",") if v]
     elif name in ("engine", "backend", "site"):
@@ -112,7 +124,8 @@ def _own(req: SubmitRequest, name: str, value: Optional[str], base: Path) -> Non
         req.debug = True
 
 
-def _take_own(args: Sequence[str], i: int, where: str) -> Tuple[Optional[Tuple[str, Optional[str]]], int]:
+def _take_own(args: Sequence[str], i: int, where: str,
+              script_line: bool = False) -> Tuple[Optional[Tuple[str, Optional[str]]], int]:
     word, eq, value = args[i][2:].partition("=")
     if word not in OWN:
         return None, i
@@ -120,8 +133,12 @@ def _take_own(args: Sequence[str], i: int, where: str) -> Tuple[Optional[Tuple[s
         if not eq:
             if i + 1 >= len(args):
                 raise UsageError(f"{where}: --{word} needs a value")
-            return (word, args[i + 1]), i + 2
-        return (word, value), i + 1
+            value, nxt = args[i + 1], i + 2
+        else:
+            nxt = i + 1
+        if word == "input" and not script_line and not URL_RE.match(value):
+            return None, i  # sbatch's --input (a file name pattern for the script's standard input)
+        return (word, value), nxt
     if eq:
         raise UsageError(f"{where}: --{word} takes no value")
     return (word, None), i + 1
@@ -176,7 +193,7 @@ def apply_directives(req: SubmitRequest) -> SubmitRequest:
             if not tokens[i].startswith("--"):
                 raise UsageError(f"{where}: {tokens[i]!r} is not a stardock option; #STARDOCK lines take "
                                  f"--{', --'.join(k for k in OWN if k not in ('site', 'debug'))}")
-            own, i2 = _take_own(tokens, i, where)
+            own, i2 = _take_own(tokens, i, where, script_line=True)
             if own is None or own[0] in ("site", "debug"):
                 raise UsageError(f"{where}: {tokens[i]} is not allowed in #STARDOCK lines; allowed: "
                                  f"--{', --'.join(k for k in OWN if k not in ('site', 'debug'))}")
@@ -192,4 +209,6 @@ def apply_directives(req: SubmitRequest) -> SubmitRequest:
         dry_run=req.dry_run or from_script.dry_run,
         locked=req.locked or from_script.locked,
         pass_env=from_script.pass_env + req.pass_env,
+        inputs=from_script.inputs + req.inputs,
+        deliver=from_script.deliver + req.deliver,
     )

@@ -16,7 +16,7 @@ from stardock_hpc.engines import get_engine
 from stardock_hpc.errors import OutcomeUnknown, StardockError, UsageError
 from stardock_hpc.jobs.launch import Launch
 from stardock_hpc.jobs.limits import check_limits
-from stardock_hpc.jobs.mounts import VolumeMount, parse_mounts
+from stardock_hpc.jobs.mounts import VolumeMount, parse_mount, parse_mounts
 from stardock_hpc.jobs.records import RecordStore
 from stardock_hpc.jobs.request import SubmitRequest, export_names
 from stardock_hpc.jobs.script import render_job_script
@@ -88,6 +88,7 @@ def prepare(req: SubmitRequest, site: Site,
     mounts = parse_mounts(req.mounts, site, user)
     # what would fail after submission is checked before it
     records, outputs = user_dirs(site, user)
+    inputs, deliveries = staged(req, site, user, mounts)
     entry, built = choose_image(req, site, req.engine, on_line, say)
     shim = str(data_dir("wrappers") / RUNTIME_SHIM) if entry.engine == "podman" else None
     launch = Launch(
@@ -101,9 +102,32 @@ def prepare(req: SubmitRequest, site: Site,
         script_name=str(req.script.path or "--wrap"), pass_env=list(req.pass_env), export_env=exported,
         runtime_shim=shim,
         pids=site.policy.limits.pids, entry_owner=entry.owner, artifact_sha256=entry.meta["artifact_sha256"],
-        command=command, interactive=interactive)
+        command=command, interactive=interactive, inputs=inputs, deliver=deliveries,
+        input_max_bytes=site.policy.inputs.max_bytes, retries=site.policy.inputs.retries)
     return Prepared(entry, entry.engine, mounts, launch, render_job_script(req.script, launch), built,
                     records, outputs)
+
+
+def staged(req: SubmitRequest, site: Site, user: str, mounts: List[VolumeMount]) -> Tuple[List[Dict], List[Dict]]:
+    """--input and --deliver, checked against the site (policy.inputs, the volumes)."""
+    if not req.inputs and not req.deliver:
+        return [], []
+    from stardock_hpc.jobs.staging import INPUT_DIR, parse_delivery, parse_inputs, to_json
+
+    inputs = parse_inputs(req.inputs, site.policy.inputs)
+    target = f"{site.mount_root}/{INPUT_DIR}"
+    clash = [m.request for m in mounts if m.target == target or m.target.startswith(target + "/")]
+    if inputs and clash:
+        raise UsageError(f"--mount {clash[0]} would be seen at {target}, where the job's --input files are")
+
+    def volume_dest(text: str) -> Tuple[str, str]:
+        m = parse_mount(f"{text}:rw", site, user)
+        if not m.host.is_dir():
+            raise UsageError(f"--deliver {text!r}: {m.host} is not a directory")
+        return str(m.root), m.sub
+
+    deliveries = [parse_delivery(text, volume_dest) for text in req.deliver]
+    return to_json(inputs), to_json(deliveries)
 
 
 def user_dirs(site: Site, user: str) -> Tuple[Path, Path]:

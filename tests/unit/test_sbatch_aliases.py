@@ -236,5 +236,23 @@ def test_required_values_take_the_next_word_even_if_it_looks_like_an_option():
 
 
 def test_stardock_options_collide_with_no_sbatch_spelling_nor_abbreviation():
+    """But --input: stardock's when its value is a URL (issue 17), sbatch's (the script's standard
+    input, a file name pattern) otherwise."""
     for own in OWN:
-        assert not [name for name in SPELLINGS if name.startswith(own)], own
+        if own != "input":
+            assert not [name for name in SPELLINGS if name.startswith(own)], own
+
+
+@pytest.mark.parametrize("argv, ours, theirs", [
+    (["--input=https://h/x.fits", "job.sh"], ["https://h/x.fits"], None),
+    (["--input", "file:///data/x.fits=x", "job.sh"], ["file:///data/x.fits=x"], None),
+    (["--input=in-%j.txt", "job.sh"], [], "in-%j.txt"),
+    (["--input", "in.txt", "job.sh"], [], "in.txt"),
+    (["-i", "https://h/x", "job.sh"], [], "https://h/x"),
+    (["--inp=https://h/x", "job.sh"], [], "https://h/x"),
+])
+def test_input_with_a_url_is_stardocks_and_any_other_is_sbatchs(tmp_path, argv, ours, theirs):
+    (tmp_path / "job.sh").write_text("#!/bin/sh\ntrue\n")
+    req = parse_command_line(argv, tmp_path)
+    assert req.inputs == ours
+    assert [o.value for o in req.sbatch if o.name == "input"] == ([theirs] if theirs else [])

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from stardock_hpc.errors import UsageError
-from stardock_hpc.jobs.request import OWN, apply_directives, parse_command_line
-from stardock_hpc.slurm.options import LONG, take_option
+from stardock_hpc.jobs.request import apply_directives, parse_command_line
+from stardock_hpc.slurm.options import take_option
 from stardock_hpc.slurm.script import read_script
 
 
@@ -39,11 +39,6 @@ def test_ambiguous_and_unknown_options_are_refused(tmp_path):
         parse_command_line(["--n", "2", "x"], tmp_path)
     with pytest.raises(UsageError, match="unrecognized option '--frobnicate'"):
         parse_command_line(["--frobnicate", "x"], tmp_path)
-
-
-def test_stardock_options_collide_with_no_sbatch_option_nor_abbreviation():
-    for own in OWN:
-        assert not [name for name in LONG if name.startswith(own)], own
 
 
 def test_wrap_becomes_a_sh_script(tmp_path):
