@@ -50,6 +50,7 @@ def work():
     subprocess.run(["gcc", "-O2", "-o", str(path / "prog"), str(path / "prog.c"), "-lcfitsio", "-lwcs", "-lm"],
                    check=True)
     write_spec(path, SPEC)
+    (path / "prog").chmod(0o755)  # write_spec made every file 0644
     yield path
     remove(path)
 

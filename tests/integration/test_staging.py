@@ -21,7 +21,8 @@ from httpfiles import HttpFiles
 from slurmtools import wait_job
 
 pytestmark = [pytest.mark.slurm, pytest.mark.podman]
-FITS = b"SIMPLE  =                    T / a FITS file, more or less" + b" " * 2822
+# unique to this run, so that the first job on a node downloads it (the download cache is by digest)
+FITS = (b"SIMPLE  =                    T / a FITS file " + uuid.uuid4().hex.encode()).ljust(2880)
 
 
 def controller_address() -> str:
@@ -69,7 +70,7 @@ def test_inputs_are_fetched_before_the_container_and_seen_read_only(work, server
             "cat /data/input/catalog.txt; sha256sum /data/input/m51.fits\n"
             "touch /data/input/new 2>/dev/null && echo input=writable || echo input=read-only\n"
             f"(exec 3<>/dev/tcp/{host}/{port}) 2>/dev/null && echo net=yes || echo net=no\n")
-    job = submit(work, "inputs", body, "--input", f"{server.url}/m51.fits#sha256={sha}")
+    job = submit(work, "inputs", body, "-w", "node1", "--input", f"{server.url}/m51.fits#sha256={sha}")
     row, out, err = finished(work, "inputs", job)
     assert row["State"] == "COMPLETED", out + err
     lines = out.splitlines()
@@ -78,8 +79,16 @@ def test_inputs_are_fetched_before_the_container_and_seen_read_only(work, server
     assert "input=read-only" in lines and "net=no" in lines, out  # the container still has no network
     assert re.search(r"stardock: input m51\.fits: 2880 bytes from http", err), err
     status = stardock_json("status", job)[0]
+    # the #STARDOCK line's first, as its options count as given before the command line's
     assert [(i["name"], i["sha256"]) for i in status["inputs"]] == \
-        [("m51.fits", sha), ("catalog.txt", hashlib.sha256(b"M51 13.2 47.2\n").hexdigest())]
+        [("catalog.txt", hashlib.sha256(b"M51 13.2 47.2\n").hexdigest()), ("m51.fits", sha)]
+    # again on that node: the pinned input from the user's download cache there, not the server
+    hits = server.hits["/m51.fits"]
+    again = submit(work, "again", "sha256sum /data/input/m51.fits\n", "-w", "node1", "--input",
+                   f"{server.url}/m51.fits#sha256={sha}")
+    row, out, err = finished(work, "again", again)
+    assert row["State"] == "COMPLETED" and f"{sha}  /data/input/m51.fits" in out, out + err
+    assert "input m51.fits: 2880 bytes from the download cache" in err and server.hits["/m51.fits"] == hits, err
 
 
 @pytest.mark.parametrize("case", ["digest", "404"])
