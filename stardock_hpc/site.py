@@ -13,25 +13,17 @@ import pwd
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple
 
-from stardock_hpc import yamlfile
 from stardock_hpc.errors import UsageError
 from stardock_hpc.patterns import BASE_RE
 from stardock_hpc.schedulers.registry import NAMES as BACKENDS
-from stardock_hpc.schema import (
-    Bool,
-    Context,
-    Int,
-    Invalid,
-    Key,
-    ListOf,
-    MapOf,
-    Obj,
-    Str,
-    json_schema,
-    validate_document,
-)
+
+if TYPE_CHECKING:
+    from stardock_hpc import yamlfile
+    from stardock_hpc.schema import Obj
+# The YAML parser and the schema are loaded only to read a site file that is not in the user's
+# parsed-site cache (load_site): a submission of a built image needs neither.
 
 SYSTEM_SITE = Path("/etc/stardock/site.yaml")
 ENGINES = ("podman", "apptainer")
@@ -187,6 +179,7 @@ class Site:
 
 def _abs_path(value: str) -> None:
     if not value.startswith("/"):
+        from stardock_hpc.schema import Invalid
         raise Invalid("must be an absolute path")
 
 
@@ -194,9 +187,11 @@ def _volume_path(value: str) -> None:
     _abs_path(value)
     for name in re.findall(r"\{([^}]*)\}", value):
         if name not in PATH_FIELDS:
+            from stardock_hpc.schema import Invalid
             raise Invalid(f"unknown placeholder {{{name}}}; allowed: "
                           + ", ".join("{" + f + "}" for f in PATH_FIELDS))
     if ".." in value.split("/"):
+        from stardock_hpc.schema import Invalid
         raise Invalid("'..' is not allowed")
 
 
@@ -204,10 +199,12 @@ def _mount_root(value: str) -> None:
     _abs_path(value)
     norm = posixpath.normpath(value)
     if norm in ("/", "/usr", "/etc", "/bin", "/lib", "/proc", "/sys", "/dev", "/tmp"):
+        from stardock_hpc.schema import Invalid
         raise Invalid("would hide part of the image's system; pick a directory such as /data")
 
 
 def site_type() -> Obj:
+    from stardock_hpc.schema import Bool, Int, Key, ListOf, MapOf, Obj, Str
     base = Obj({
         "family": Key(Str("Which catalog recipes apply.", choices=FAMILIES)),
         "archive": Key(Str("An OCI archive of the image on disk.", check=_abs_path)),
@@ -314,6 +311,7 @@ def _explicit(data: Any, prefix: str = "") -> frozenset:
 
 
 def _from_document(doc: yamlfile.Document, path: Path, source: str) -> Site:
+    from stardock_hpc.schema import Context, validate_document
     if doc.data is None:
         doc.data = {}
     raw = validate_document(doc, site_type())
@@ -350,6 +348,7 @@ def _from_document(doc: yamlfile.Document, path: Path, source: str) -> Site:
 
 
 def parse_site(text: str, path: Path, source: str = "test") -> Site:
+    from stardock_hpc import yamlfile
     return _from_document(yamlfile.parse(text, str(path)), path, source)
 
 
@@ -369,11 +368,124 @@ def load_site(option: Optional[str] = None, environ: Optional[Dict[str, str]] = 
     path, how = find_site(option, environ)
     if path is None:
         return Site()
-    doc = yamlfile.load(path, "site config")
-    return _from_document(doc, path, f"{path} (from {how})")
+    source = f"{path} (from {how})"
+    cached = ParsedSiteCache.for_user(os.environ if environ is None else environ)
+    key = cached.key(path, source) if cached else None
+    if cached and key:
+        site = cached.get(key)
+        if site is not None:
+            return site
+    from stardock_hpc import yamlfile
+    from stardock_hpc.fsutil import read_text
+    text = read_text(path, "site config", yamlfile.MAX_BYTES)
+    site = _from_document(yamlfile.parse(text, str(path)), path, source)
+    if cached and key:
+        cached.put(key, site, text)
+    return site
+
+
+class ParsedSiteCache:
+    """The user's parsed site configs, in $XDG_RUNTIME_DIR (memory, the user's alone, gone at
+    logout): a command then reads no YAML (issue 10: a submission of a built image costs sbatch
+    + 60 ms at most). An entry is used only when the file still holds exactly the text it was
+    made from (compared byte for byte: no clock or file identity is trusted) and this stardock's
+    site.py is the one that made it; anything else, or any doubt about the directory, and the
+    file is parsed."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    @classmethod
+    def for_user(cls, environ: Mapping[str, str]) -> Optional[ParsedSiteCache]:
+        runtime = environ.get("XDG_RUNTIME_DIR", "")
+        if not runtime.startswith("/"):
+            return None
+        try:
+            st = os.lstat(runtime)
+        except OSError:
+            return None
+        import stat as stat_
+        if not stat_.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+            return None
+        return cls(Path(runtime) / "stardock")
+
+    @staticmethod
+    def key(path: Path, source: str) -> Optional[Dict[str, Any]]:
+        try:
+            st, code = os.stat(path), os.stat(__file__)
+        except OSError:
+            return None
+        return {"path": str(path), "source": source, "file": [st.st_dev, st.st_ino],
+                "code": [code.st_size, code.st_mtime_ns], "uid": os.getuid()}
+
+    def _name(self, key: Dict[str, Any]) -> Path:
+        return self.directory / f"site-{key['file'][0]}-{key['file'][1]}.json"
+
+    def get(self, key: Dict[str, Any]) -> Optional[Site]:
+        import json
+        try:
+            fd = os.open(self._name(key), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            if os.fstat(fd).st_uid != os.getuid():
+                return None
+            with os.fdopen(fd, "rb", closefd=False) as fh:
+                data = json.loads(fh.read(1 << 20))
+            if data.get("key") != key:
+                return None
+            with open(key["path"], "rb") as site_file:
+                if site_file.read((1 << 20) + 1) != data["text"].encode("utf-8"):
+                    return None
+            return site_from_settings(data["site"], Path(key["path"]), key["source"], data["explicit"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+        finally:
+            os.close(fd)
+
+    def put(self, key: Dict[str, Any], site: Site, text: str) -> None:
+        """Best effort: a command never fails over its cache."""
+        import json
+        try:
+            self.directory.mkdir(mode=0o700, exist_ok=True)
+            st = os.lstat(self.directory)
+            if st.st_uid != os.getuid() or not os.path.isdir(self.directory) or os.path.islink(self.directory):
+                return
+            from stardock_hpc.fsutil import write_atomic
+            write_atomic(self._name(key), json.dumps({"key": key, "text": text, "site": site_settings(site),
+                                                      "explicit": sorted(site.explicit)}), mode=0o600)
+        except OSError:
+            pass
+
+
+def site_from_settings(data: Dict[str, Any], path: Optional[Path], source: str, explicit: Any) -> Site:
+    """The Site that site_settings() wrote out (the parsed-site cache's entries)."""
+    pol = data["policy"]
+    lim, inp, sch, trust = pol["limits"], pol["inputs"], data["scheduler"], data["trusted_builders"]
+    return Site(
+        engine=data["engine"], cache=Path(data["cache"]),
+        bases={n: BaseImage(n, b["family"], Path(b["archive"]) if b.get("archive") else None, b.get("ref"))
+               for n, b in data["bases"].items()},
+        default_base=data["default_base"],
+        volumes={n: Volume(n, v["path"], v["mode"], tuple(v["users"]), tuple(v["groups"]), v["description"])
+                 for n, v in data["volumes"].items()},
+        mount_root=data["mount_root"], outputs=data["outputs"], records=data["records"],
+        node_storage=data["node_storage"], node_storage_max=data["node_storage_max"],
+        catalog=tuple(Path(p) for p in data["catalog"]),
+        ca_certificates=tuple(Path(p) for p in data["ca_certificates"]),
+        scheduler=SchedulerConfig(sch["backend"], sch["rest_url"], sch["rest_api"], sch["rest_token"],
+                                  sch["partition"]),
+        policy=Policy(network=pol["network"], node_network=pol["node_network"], custom_build=pol["custom_build"],
+                      pip=pol["pip"], limits=Limits(lim["mem"], lim["cpus"], lim["time"], lim["pids"]),
+                      build_timeout=pol["build_timeout"],
+                      inputs=InputsPolicy(tuple(inp["schemes"]), tuple(inp["hosts"]), inp["max_bytes"],
+                                          inp["retries"])),
+        trusted_builders=Trust(tuple(trust["users"]), tuple(trust["groups"])),
+        path=path, source=source, explicit=frozenset(explicit))
 
 
 def site_json_schema() -> Dict[str, Any]:
+    from stardock_hpc.schema import json_schema
     return json_schema(site_type(), title="stardock-hpc site config (site.yaml)",
                        schema_id="https://stardock-hpc.org/schema/site.schema.json")
 

@@ -51,9 +51,10 @@ def site(tmp_path) -> Path:
     return path
 
 
-def loaded(site: Path, *args: str) -> list:
+def loaded(site: Path, *args: str, runtime: str = "") -> list:
     out = site.parent / "modules.json"
-    env = {**os.environ, "MODULES_OUT": str(out), "PYTHONPATH": str(REPO), "STARDOCK_SITE_CONFIG": str(site)}
+    env = {**os.environ, "MODULES_OUT": str(out), "PYTHONPATH": str(REPO), "STARDOCK_SITE_CONFIG": str(site),
+           "XDG_RUNTIME_DIR": runtime}
     proc = subprocess.run([sys.executable, "-c", REPORT, *args], capture_output=True, text=True, env=env,
                           cwd=site.parent)
     assert proc.returncode == 0, proc.stderr
@@ -70,3 +71,14 @@ def test_sbatch_with_an_image_loads_only_what_a_submission_uses(site):
     modules = loaded(site, "sbatch", "--dry-run", "--image", KEY[:12], "job.sh")
     assert [m for m in modules if m.startswith(NOT_FOR_SBATCH_IMAGE)] == []
     assert "stardock_hpc.jobs.submit" in modules and "stardock_hpc.cache" in modules  # it did run
+
+
+def test_a_second_submission_reads_the_site_config_from_the_parsed_site_cache(site, tmp_path):
+    """No YAML parser and no schema once the user's runtime directory holds the parsed site."""
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    first = loaded(site, "sbatch", "--dry-run", "--image", KEY[:12], "job.sh", runtime=str(runtime))
+    assert "yaml" in first  # parsed, and kept
+    second = loaded(site, "sbatch", "--dry-run", "--image", KEY[:12], "job.sh", runtime=str(runtime))
+    assert [m for m in second if m.startswith(("yaml", "stardock_hpc.schema", "stardock_hpc.yamlfile"))] == []
+    assert "stardock_hpc.jobs.submit" in second
