@@ -15,6 +15,7 @@ class HttpFiles:
         self.fail: Dict[str, List[int]] = {}
         self.put: Dict[str, tuple] = {}
         self.hits: Dict[str, int] = {}
+        self.redirect: Dict[str, str] = {}   # path -> where a GET of it is sent (302)
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -31,6 +32,12 @@ class HttpFiles:
 
             def do_GET(self) -> None:
                 if self._fail():
+                    return
+                if self.path in server.redirect:
+                    self.send_response(302)
+                    self.send_header("Location", server.redirect[self.path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
                     return
                 if self.path not in server.files:
                     self.send_error(404)

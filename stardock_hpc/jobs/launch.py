@@ -41,6 +41,8 @@ class Launch:
     inputs: List[Dict[str, Any]] = field(default_factory=list)    # --input (jobs/staging.py JobInput)
     deliver: List[Dict[str, Any]] = field(default_factory=list)   # --deliver (jobs/staging.py Delivery)
     input_max_bytes: str = "10G"
+    input_schemes: List[str] = field(default_factory=lambda: ["http", "https", "file"])  # where a redirect may go
+    input_hosts: List[str] = field(default_factory=list)
     retries: int = 3                      # of a download or a delivery (policy.inputs.retries)
     format: int = FORMAT
 

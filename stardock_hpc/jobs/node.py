@@ -436,7 +436,8 @@ def stage_inputs(launch: Launch, workdir: Path, record: Dict) -> Held:
     cache = Path(store) / "downloads" if store else None
     try:
         record["inputs"] = fetch_inputs([JobInput.from_json(i) for i in launch.inputs], directory, cache,
-                                        size_cap(launch.input_max_bytes), launch.retries, log)
+                                        size_cap(launch.input_max_bytes), launch.retries, log,
+                                        allowed=(launch.input_schemes, launch.input_hosts))
     except StardockError as exc:
         raise StardockError(f"{exc}; the job's container was not started") from None
     os.chmod(directory, 0o500)

@@ -108,8 +108,7 @@ def parse_input(text: str, policy: InputsPolicy) -> JobInput:
         host = (parts.hostname or "").lower()
         if not host:
             raise UsageError(f"{where}: the URL names no host")
-        if policy.hosts and not any(host == h or (h.startswith("*.") and host.endswith(h[1:]))
-                                    for h in (p.lower() for p in policy.hosts)):
+        if not host_allowed(host, policy.hosts):
             raise UsageError(f"{where}: the host {host!r} is not allowed here; allowed: "
                              f"{', '.join(policy.hosts)} (site config: policy.inputs.hosts)")
     if name is None:
@@ -119,6 +118,13 @@ def parse_input(text: str, policy: InputsPolicy) -> JobInput:
                              "(letters, digits, '.', '_', '+', '-')")
     plain = urlunsplit(parts._replace(fragment=""))
     return JobInput(plain, name, sha256)
+
+
+def host_allowed(host: str, hosts: Sequence[str]) -> bool:
+    """Whether policy.inputs.hosts lets a job fetch from host (none listed: any)."""
+    host = host.lower()
+    return not hosts or any(host == h or (h.startswith("*.") and host.endswith(h[1:]))
+                            for h in (h.lower() for h in hosts))
 
 
 def _name_separator(head: str) -> bool:
@@ -161,9 +167,11 @@ def size_cap(policy_bytes: str) -> int:
 
 
 def fetch_inputs(inputs: Sequence[JobInput], dest: Path, cache: Optional[Path], max_bytes: int, retries: int,
-                 log: Log, sleep: Callable[[float], None] = time.sleep) -> List[Dict]:
+                 log: Log, sleep: Callable[[float], None] = time.sleep,
+                 allowed: Tuple[Sequence[str], Sequence[str]] = (("http", "https"), ())) -> List[Dict]:
     """Each input into dest (a directory of the job's), its digest checked; what each became (for
-    the record). StagingError at the first that fails."""
+    the record). StagingError at the first that fails. allowed: the schemes and hosts a redirect
+    may lead to (policy.inputs: a server cannot send the job where the site does not let it go)."""
     done: List[Dict] = []
     for item in inputs:
         started = time.time()
@@ -171,7 +179,7 @@ def fetch_inputs(inputs: Sequence[JobInput], dest: Path, cache: Optional[Path], 
         source = "cache" if item.sha256 and _from_cache(cache, item.sha256, target) else None
         attempts = 0
         if source is None:
-            digest, attempts = _fetch(item, target, max_bytes, retries, log, sleep)
+            digest, attempts = _fetch(item, target, max_bytes, retries, log, sleep, allowed)
             source = "download"
             if item.sha256 and digest != item.sha256:
                 target.unlink(missing_ok=True)
@@ -188,7 +196,7 @@ def fetch_inputs(inputs: Sequence[JobInput], dest: Path, cache: Optional[Path], 
 
 
 def _fetch(item: JobInput, target: Path, max_bytes: int, retries: int, log: Log,
-           sleep: Callable[[float], None]) -> Tuple[str, int]:
+           sleep: Callable[[float], None], allowed: Tuple[Sequence[str], Sequence[str]]) -> Tuple[str, int]:
     last = ""
     for attempt in range(retries + 1):
         if attempt:
@@ -196,7 +204,7 @@ def _fetch(item: JobInput, target: Path, max_bytes: int, retries: int, log: Log,
             log(f"input {item.name}: {last}; trying again in {delay:.0f} s (attempt {attempt + 1} of {retries + 1})")
             sleep(delay)
         try:
-            return _download(item, target, max_bytes), attempt + 1
+            return _download(item, target, max_bytes, allowed), attempt + 1
         except _Permanent as exc:
             raise StagingError(f"input {item.name} ({item.shown()}): {exc}") from None
         except _Transient as exc:
@@ -212,7 +220,25 @@ class _Permanent(Exception):
     """Not worth another (404, too large, not a file)."""
 
 
-def _download(item: JobInput, target: Path, max_bytes: int) -> str:
+def _opener(allowed: Tuple[Sequence[str], Sequence[str]]):
+    """urllib's opener, whose redirects go only where policy.inputs lets a job go."""
+    import urllib.request
+
+    schemes, hosts = allowed
+
+    class Checked(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
+            parts = urlsplit(newurl)
+            if parts.scheme.lower() not in ("http", "https") or parts.scheme.lower() not in schemes or \
+                    not host_allowed(parts.hostname or "", hosts):
+                raise _Permanent(f"the server sent it on to {shown_url(newurl)}, where the site does not let "
+                                 "jobs fetch from (policy.inputs)")
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    return urllib.request.build_opener(Checked)
+
+
+def _download(item: JobInput, target: Path, max_bytes: int, allowed: Tuple[Sequence[str], Sequence[str]]) -> str:
     import urllib.error
     import urllib.request
 
@@ -234,7 +260,7 @@ def _download(item: JobInput, target: Path, max_bytes: int) -> str:
         else:
             request = urllib.request.Request(item.url, headers={"User-Agent": "stardock-hpc"})
             try:
-                src = urllib.request.urlopen(request, timeout=TIMEOUT)  # noqa: S310 - schemes checked
+                src = _opener(allowed).open(request, timeout=TIMEOUT)
             except urllib.error.HTTPError as exc:
                 kind = _Transient if exc.code >= 500 or exc.code in (408, 429) else _Permanent
                 raise kind(f"the server answered {exc.code} {exc.reason}") from None

@@ -103,7 +103,8 @@ def prepare(req: SubmitRequest, site: Site,
         runtime_shim=shim,
         pids=site.policy.limits.pids, entry_owner=entry.owner, artifact_sha256=entry.meta["artifact_sha256"],
         command=command, interactive=interactive, inputs=inputs, deliver=deliveries,
-        input_max_bytes=site.policy.inputs.max_bytes, retries=site.policy.inputs.retries)
+        input_max_bytes=site.policy.inputs.max_bytes, retries=site.policy.inputs.retries,
+        input_schemes=list(site.policy.inputs.schemes), input_hosts=list(site.policy.inputs.hosts))
     return Prepared(entry, entry.engine, mounts, launch, render_job_script(req.script, launch), built,
                     records, outputs)
 

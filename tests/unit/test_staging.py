@@ -201,3 +201,18 @@ def test_a_delivery_never_follows_a_link_in_the_volume(tmp_path):
     results = deliver_outputs([Delivery("v/results", root=str(volume), sub="results")], output, work, "7", 1,
                               lambda _m: None, lambda _s: None)
     assert not results[0]["ok"] and list(elsewhere.iterdir()) == []
+
+
+def test_a_redirect_goes_only_where_the_site_lets_jobs_fetch_from(server, tmp_path):
+    server.files["/real.fits"] = b"real"
+    server.redirect["/moved"] = f"{server.url}/real.fits"
+    server.redirect["/away"] = "http://elsewhere.invalid/x.fits"
+    server.redirect["/ftp"] = "ftp://127.0.0.1/x.fits"
+    get = [JobInput(f"{server.url}/moved", "a.fits")]
+    allowed = (("http",), ("127.0.0.1",))
+    assert fetch_inputs(get, tmp_path, None, 1 << 20, 0, lambda _m: None, allowed=allowed)[0]["bytes"] == 4
+    for path in ("/away", "/ftp"):
+        with pytest.raises(StagingError, match="where the site does not let jobs fetch from"):
+            fetch_inputs([JobInput(f"{server.url}{path}", "b.fits")], tmp_path, None, 1 << 20, 3, lambda _m: None,
+                         allowed=allowed)
+    assert server.hits["/away"] == 1  # refused, not retried
