@@ -23,3 +23,10 @@ def test_mypy_is_clean():
     out = subprocess.run([sys.executable, "-m", "mypy", "--no-incremental", "--cache-dir", "/dev/null",
                           str(REPO / "stardock_hpc")], capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_test_modules_have_names_of_their_own():
+    """pytest imports test modules by base name (no packages here): two test_x.py in different
+    directories stop the whole run at collection."""
+    names = [p.name for p in REPO.joinpath("tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
