@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from stardock_hpc import yamlfile
 from stardock_hpc.errors import UsageError
@@ -61,14 +61,29 @@ def app_type() -> Obj:
 
 
 class Catalog:
-    def __init__(self, apps: Dict[str, App]) -> None:
-        self.apps = dict(sorted(apps.items()))
+    """The apps by name. Those given by file are read when first used (a spec with two apps reads
+    two definitions, not the whole catalog); `apps` reads them all (listing, site check)."""
+
+    def __init__(self, apps: Optional[Dict[str, App]] = None, paths: Optional[Dict[str, Path]] = None) -> None:
+        self._loaded: Dict[str, App] = dict(apps or {})
+        self._paths: Dict[str, Path] = {n: p for n, p in (paths or {}).items() if n not in self._loaded}
+
+    @property
+    def apps(self) -> Dict[str, App]:
+        return {name: self.app(name) for name in self.names()}
+
+    def app(self, name: str) -> App:
+        if name not in self._loaded:
+            if name not in self._paths:
+                raise UsageError(f"unknown app {name!r}; the catalog has: {', '.join(self.names())}")
+            self._loaded[name] = load_app(self._paths[name])
+        return self._loaded[name]
 
     def names(self) -> List[str]:
-        return list(self.apps)
+        return sorted(set(self._loaded) | set(self._paths))
 
     def __contains__(self, name: str) -> bool:
-        return name in self.apps
+        return name in self._loaded or name in self._paths
 
     def resolve(self, names: Sequence[str]) -> List[App]:
         """The apps asked for plus what they require, each once, requirements first."""
@@ -80,12 +95,11 @@ class Catalog:
                 raise UsageError(f"catalog apps require each other in a loop: {' -> '.join(chain + (name,))}")
             if name in seen:
                 return
-            if name not in self.apps:
-                raise UsageError(f"unknown app {name!r}; the catalog has: {', '.join(self.apps)}")
-            for dep in self.apps[name].requires:
+            app = self.app(name)
+            for dep in app.requires:
                 visit(dep, chain + (name,))
             seen.add(name)
-            out.append(self.apps[name])
+            out.append(app)
 
         for name in names:
             visit(name, ())
@@ -101,12 +115,12 @@ def load_app(path: Path) -> App:
 
 
 def load_catalog(extra_dirs: Iterable[Path] = ()) -> Catalog:
-    """Shipped definitions first; a site directory's entry replaces a shipped one of that name."""
-    apps: Dict[str, App] = {}
+    """Shipped definitions first; a site directory's entry replaces a shipped one of that name
+    (an app is named by its file, which load_app checks when it reads it)."""
+    paths: Dict[str, Path] = {}
     for directory in (data_dir("definitions"), *extra_dirs):
         if not directory.is_dir():
             raise UsageError(f"catalog directory {directory} does not exist")
         for path in sorted(directory.glob("*.yaml")):
-            app = load_app(path)
-            apps[app.name] = app
-    return Catalog(apps)
+            paths[path.stem] = path
+    return Catalog(paths=paths)

@@ -47,11 +47,27 @@ def test_a_site_catalog_adds_and_overrides_apps(tmp_path: Path):
 def test_a_bad_site_entry_names_its_file_and_key(tmp_path: Path):
     bad = tmp_path / "broken.yaml"
     bad.write_text("name: broken\nsummary: x\ninstall:\n  debian: {apt: [Not-A-Package]}\nsmoke: 'true'\n")
+    catalog = load_catalog([tmp_path])  # read when used: by a spec, the listing or `site check`
+    assert "broken" in catalog.names()
     with pytest.raises(UsageError, match=rf"{bad}:4: install.debian.apt\[0\]"):
-        load_catalog([tmp_path])
+        catalog.resolve(["broken"])
+    with pytest.raises(UsageError, match=rf"{bad}:4: install.debian.apt\[0\]"):
+        assert catalog.apps is None  # raises first
 
 
 def test_entry_name_must_match_its_file(tmp_path: Path):
     (tmp_path / "one.yaml").write_text("name: two\nsummary: x\ninstall: {debian: {apt: [jq]}}\nsmoke: 'true'\n")
     with pytest.raises(UsageError, match="must match the file name 'one.yaml'"):
-        load_catalog([tmp_path])
+        load_catalog([tmp_path]).app("one")
+
+
+def test_a_spec_reads_only_the_definitions_it_uses(tmp_path: Path, monkeypatch):
+    import stardock_hpc.catalog as catalog_module
+
+    read = []
+    real = catalog_module.load_app
+    monkeypatch.setattr(catalog_module, "load_app", lambda path: read.append(path.stem) or real(path))
+    catalog = load_catalog()
+    assert "astropy" in catalog and len(catalog.names()) > 5 and read == []
+    apps = catalog.resolve(["astropy"])
+    assert [a.name for a in apps][-1] == "astropy" and sorted(read) == sorted(a.name for a in apps)
