@@ -204,7 +204,7 @@ def _fetch(item: JobInput, target: Path, max_bytes: int, retries: int, log: Log,
             log(f"input {item.name}: {last}; trying again in {delay:.0f} s (attempt {attempt + 1} of {retries + 1})")
             sleep(delay)
         try:
-            return _download(item, target, max_bytes, allowed), attempt + 1
+            return _download(item, target, max_bytes, allowed, log), attempt + 1
         except _Permanent as exc:
             raise StagingError(f"input {item.name} ({item.shown()}): {exc}") from None
         except _Transient as exc:
@@ -238,7 +238,11 @@ def _opener(allowed: Tuple[Sequence[str], Sequence[str]]):
     return urllib.request.build_opener(Checked)
 
 
-def _download(item: JobInput, target: Path, max_bytes: int, allowed: Tuple[Sequence[str], Sequence[str]]) -> str:
+PROGRESS_EVERY = 10.0   # seconds between progress lines of a long download, in the job's log
+
+
+def _download(item: JobInput, target: Path, max_bytes: int, allowed: Tuple[Sequence[str], Sequence[str]],
+              log: Log = lambda _m: None, clock: Callable[[], float] = time.monotonic) -> str:
     import urllib.error
     import urllib.request
 
@@ -271,6 +275,7 @@ def _download(item: JobInput, target: Path, max_bytes: int, allowed: Tuple[Seque
             src.close()
             raise _Permanent(f"{length} bytes, more than the site allows ({max_bytes}; policy.inputs.max_bytes)")
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        next_line = clock() + PROGRESS_EVERY
         with src, os.fdopen(fd, "wb") as out:
             while True:
                 try:
@@ -284,6 +289,10 @@ def _download(item: JobInput, target: Path, max_bytes: int, allowed: Tuple[Seque
                     raise _Permanent(f"more than the site allows ({max_bytes} bytes; policy.inputs.max_bytes)")
                 h.update(chunk)
                 out.write(chunk)
+                if clock() >= next_line:
+                    of = f" of {length >> 20} MiB" if length else ""
+                    log(f"input {item.name}: {total >> 20} MiB{of} so far")
+                    next_line = clock() + PROGRESS_EVERY
         if length and total != length:
             raise _Transient(f"the transfer broke off after {total} of {length} bytes")
         os.chmod(part, 0o400)

@@ -216,3 +216,14 @@ def test_a_redirect_goes_only_where_the_site_lets_jobs_fetch_from(server, tmp_pa
             fetch_inputs([JobInput(f"{server.url}{path}", "b.fits")], tmp_path, None, 1 << 20, 3, lambda _m: None,
                          allowed=allowed)
     assert server.hits["/away"] == 1  # refused, not retried
+
+
+def test_a_long_download_says_how_far_it_got(server, tmp_path):
+    from stardock_hpc.jobs import staging
+
+    server.files["/big"] = b"x" * (3 << 20)
+    ticks = iter(range(0, 100_000, 11))  # each look at the clock: 11 s later
+    logs: List[str] = []
+    staging._download(JobInput(f"{server.url}/big", "big"), tmp_path / "big", 1 << 30, (("http",), ()),
+                      logs.append, clock=lambda: float(next(ticks)))
+    assert logs and logs[-1] == "input big: 3 MiB of 3 MiB so far" and len(logs) >= 2
