@@ -15,12 +15,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from clitools import remove, shared_dir, stardock, stardock_json, write_spec
+from clitools import ENGINES, remove, shared_dir, stardock, stardock_json, write_spec
 from httpfiles import HttpFiles
 
 from slurmtools import wait_job
 
-pytestmark = [pytest.mark.slurm, pytest.mark.podman]
+pytestmark = [pytest.mark.slurm]
 # unique to this run, so that the first job on a node downloads it (the download cache is by digest)
 FITS = (b"SIMPLE  =                    T / a FITS file " + uuid.uuid4().hex.encode()).ljust(2880)
 
@@ -48,11 +48,11 @@ def work():
     remove(path)
 
 
-def submit(work: Path, name: str, body: str, *options: str) -> str:
+def submit(work: Path, name: str, body: str, *options: str, engine: str = "podman") -> str:
     script = work / f"{name}.sh"
     script.write_text("#!/bin/bash\n" + body)
-    proc = stardock("sbatch", "--parsable", "--env", "stardock.yaml", "-t", "5", f"--output={name}-%j.out",
-                    f"--error={name}-%j.err", *options, str(script), cwd=work)
+    proc = stardock("sbatch", "--parsable", "--env", "stardock.yaml", "--engine", engine, "-t", "5",
+                    f"--output={name}-%j.out", f"--error={name}-%j.err", *options, str(script), cwd=work)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip().split(";")[0]
 
@@ -62,16 +62,20 @@ def finished(work: Path, name: str, job: str) -> tuple:
     return rows[job], (work / f"{name}-{job}.out").read_text(), (work / f"{name}-{job}.err").read_text()
 
 
-def test_inputs_are_fetched_before_the_container_and_seen_read_only(work, server):
-    sha = hashlib.sha256(FITS).hexdigest()
+@pytest.mark.parametrize("engine", ENGINES)
+def test_inputs_are_fetched_before_the_container_and_seen_read_only(work, server, engine):
+    data = FITS[:-32] + engine.encode().ljust(32)  # each engine's first job downloads its own
+    server.files[f"/m51-{engine}.fits"] = data
+    sha = hashlib.sha256(data).hexdigest()
     host, port = server.url.split("//")[1].split(":")
     body = (f"#STARDOCK --input {server.url}/cat.txt=catalog.txt\n"
             "ls /data/input | tr '\\n' ' '; echo\n"
             "cat /data/input/catalog.txt; sha256sum /data/input/m51.fits\n"
             "touch /data/input/new 2>/dev/null && echo input=writable || echo input=read-only\n"
             f"(exec 3<>/dev/tcp/{host}/{port}) 2>/dev/null && echo net=yes || echo net=no\n")
-    job = submit(work, "inputs", body, "-w", "node1", "--input", f"{server.url}/m51.fits#sha256={sha}")
-    row, out, err = finished(work, "inputs", job)
+    job = submit(work, f"inputs-{engine}", body, "-w", "node1", "--input",
+                 f"{server.url}/m51-{engine}.fits#sha256={sha}=m51.fits", engine=engine)
+    row, out, err = finished(work, f"inputs-{engine}", job)
     assert row["State"] == "COMPLETED", out + err
     lines = out.splitlines()
     assert lines[0].split() == ["catalog.txt", "m51.fits"], out
@@ -83,14 +87,16 @@ def test_inputs_are_fetched_before_the_container_and_seen_read_only(work, server
     assert [(i["name"], i["sha256"]) for i in status["inputs"]] == \
         [("catalog.txt", hashlib.sha256(b"M51 13.2 47.2\n").hexdigest()), ("m51.fits", sha)]
     # again on that node: the pinned input from the user's download cache there, not the server
-    hits = server.hits["/m51.fits"]
-    again = submit(work, "again", "sha256sum /data/input/m51.fits\n", "-w", "node1", "--input",
-                   f"{server.url}/m51.fits#sha256={sha}")
-    row, out, err = finished(work, "again", again)
+    hits = server.hits[f"/m51-{engine}.fits"]
+    again = submit(work, f"again-{engine}", "sha256sum /data/input/m51.fits\n", "-w", "node1", "--input",
+                   f"{server.url}/m51-{engine}.fits#sha256={sha}=m51.fits", engine=engine)
+    row, out, err = finished(work, f"again-{engine}", again)
     assert row["State"] == "COMPLETED" and f"{sha}  /data/input/m51.fits" in out, out + err
-    assert "input m51.fits: 2880 bytes from the download cache" in err and server.hits["/m51.fits"] == hits, err
+    assert "input m51.fits: 2880 bytes from the download cache" in err, err
+    assert server.hits[f"/m51-{engine}.fits"] == hits
 
 
+@pytest.mark.podman
 @pytest.mark.parametrize("case", ["digest", "404"])
 def test_a_bad_input_fails_the_job_before_its_container_starts(work, server, case):
     url = f"{server.url}/m51.fits#sha256={'0' * 64}" if case == "digest" else f"{server.url}/missing.fits"
@@ -105,6 +111,7 @@ def test_a_bad_input_fails_the_job_before_its_container_starts(work, server, cas
     assert not (Path(status["output"]) / marker).exists()
 
 
+@pytest.mark.podman
 def test_outputs_are_delivered_to_a_volume_and_by_put_and_a_failure_is_reported(work, server):
     scratch = Path(os.environ.get("STARDOCK_TESTBED", "/var/tmp/stardock-testbed")) / "volumes" / "scratch" / \
         os.environ.get("USER", "stardock")

@@ -98,7 +98,8 @@ def test_a_string_table_pointing_anywhere_is_refused(tmp_path):
         read_elf(bad)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(min_size=0, max_size=512), st.integers(min_value=0, max_value=4000))
 def test_random_bytes_after_an_elf_header_never_crash(tmp_path, noise, at):
     data = bytearray(Path("/bin/sh").read_bytes()[:4096])
