@@ -178,6 +178,7 @@ def fetch_inputs(inputs: Sequence[JobInput], dest: Path, cache: Optional[Path], 
         target = dest / item.name
         source = "cache" if item.sha256 and _from_cache(cache, item.sha256, target) else None
         attempts = 0
+        digest = item.sha256 or ""
         if source is None:
             digest, attempts = _fetch(item, target, max_bytes, retries, log, sleep, allowed)
             source = "download"
@@ -187,7 +188,6 @@ def fetch_inputs(inputs: Sequence[JobInput], dest: Path, cache: Optional[Path], 
                                    f"not the {item.sha256} the job asked for")
             _to_cache(cache, digest, target)
         size = target.stat().st_size
-        digest = item.sha256 or _sha256_of(target)
         log(f"input {item.name}: {size} bytes from {item.shown() if source == 'download' else 'the download cache'} "
             f"in {time.time() - started:.1f} s (sha256 {digest[:16]}...)")
         done.append({"name": item.name, "url": item.shown(), "bytes": size, "sha256": digest, "source": source,
@@ -307,14 +307,6 @@ def _regular(fd: int) -> bool:
     return stat.S_ISREG(os.fstat(fd).st_mode)
 
 
-def _sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _from_cache(cache: Optional[Path], sha256: str, target: Path) -> bool:
     """The cached copy of a pinned input, if it is there and still has its digest."""
     if cache is None or not SHA256_RE.fullmatch(sha256):
@@ -373,7 +365,9 @@ def pack_output(output: Path, archive: Path, label: str) -> Tuple[str, int]:
 
     with tarfile.open(archive, "w:gz", format=tarfile.PAX_FORMAT) as tar:
         tar.add(str(output), arcname=label, recursive=True)
-    return _sha256_of(archive), archive.stat().st_size
+    from stardock_hpc.cache.entries import fd_digest
+    with open(archive, "rb") as fh:
+        return fd_digest(fh.fileno()), os.fstat(fh.fileno()).st_size
 
 
 def deliver_outputs(deliveries: Sequence[Delivery], output: Path, workdir: Path, label: str, retries: int,
