@@ -35,7 +35,9 @@ setup(
         # Slurm 22.05 needs pyslurm's 22.5 line, built against libslurm-dev (not on PyPI).
         "pyslurm": ["pyslurm>=22.5,<22.6"],
         "test": ["pytest>=7", "pytest-timeout>=2.1", "jsonschema>=4", "ruff>=0.5", "hypothesis>=6", "mypy>=1.10",
-                 "types-PyYAML", "types-requests"],
+                 "types-PyYAML", "types-requests",
+                 # a notebook run through `stardock notebook`'s tunnel, as JupyterLab's kernel protocol
+                 "nbclient>=0.10", "nbformat>=5.9", "jupyter_server>=2.14", "pillow>=10"],
     },
     entry_points={"console_scripts": ["stardock = stardock_hpc.cli:main"]},
     classifiers=[

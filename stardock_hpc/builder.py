@@ -110,11 +110,13 @@ class Bound:
 
 def build(spec: Path, site: Site, catalog: Catalog, engine: Engine,
           on_line: Optional[Callable[[str], None]] = None,
-          say: Optional[Callable[[str], None]] = None, lock: Optional[Lock] = None) -> BuildResult:
+          say: Optional[Callable[[str], None]] = None, lock: Optional[Lock] = None,
+          add_apps: Sequence[str] = ()) -> BuildResult:
     """say: where messages about the build (not its output) go; on_line when not given.
-    lock: build exactly the packages it names (build --locked)."""
+    lock: build exactly the packages it names (build --locked). add_apps: catalog apps the
+    image needs beyond the spec's (stardock notebook's jupyterlab)."""
     started = time.monotonic()
-    env, plan = plan_for(spec, site, catalog, lock)
+    env, plan = plan_for(spec, site, catalog, lock, add_apps)
     check_lock_inputs(plan)
     key = key_for(plan, engine)
     cache = Cache(site.cache, site.trusted_builders)

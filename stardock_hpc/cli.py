@@ -23,6 +23,7 @@ COMMANDS: Dict[str, Tuple[str, str, str]] = {
     "import": ("stardock_hpc.commands.importcmd", "import_recipe_cmd", "Turn a Dockerfile or .def into a spec."),
     "lock": ("stardock_hpc.commands.images", "lock_cmd", "Write stardock.lock: exact versions of an image."),
     "logs": ("stardock_hpc.commands.jobs", "logs", "Print a job's output file."),
+    "notebook": ("stardock_hpc.commands.notebook", "notebook_cmd", "JupyterLab in an environment, as a Slurm job."),
     "outputs": ("stardock_hpc.commands.jobs", "outputs", "Pack a job's output directory."),
     "render": ("stardock_hpc.commands.envs", "render", "Render a spec as an Apptainer def or a Containerfile."),
     "sbatch": ("stardock_hpc.commands.sbatch", "click_command", "Submit a batch script to run in an environment."),

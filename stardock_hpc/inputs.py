@@ -1,8 +1,9 @@
 """Load what a command works from: the site config, the catalog it names, a spec's plan."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 from stardock_hpc.catalog import Catalog, load_catalog
 from stardock_hpc.errors import UsageError
@@ -18,8 +19,12 @@ def site_and_catalog(site_option: Optional[str]) -> Tuple[Site, Catalog]:
 
 
 def plan_for(spec_path: Path, site: Site, catalog: Catalog,
-             lock: Optional[Lock] = None) -> Tuple[Environment, BuildPlan]:
+             lock: Optional[Lock] = None, add_apps: Sequence[str] = ()) -> Tuple[Environment, BuildPlan]:
+    """add_apps: catalog apps added to the spec's (the spec as used then names them: its digest too)."""
     env = load_spec(spec_path, apps=catalog.names(), bases=site.bases)
+    extra = tuple(app for app in add_apps if app not in env.apps)
+    if extra:
+        env = replace(env, apps=env.apps + extra)
     return env, resolve(env, site, catalog, lock)
 
 

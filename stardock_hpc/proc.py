@@ -139,5 +139,19 @@ def run_interactive(argv: Sequence[PathLike], *, env: Optional[Mapping[str, str]
         raise ExternalError(f"{args[0]} is not installed or not on PATH") from exc
 
 
+def spawn(argv: Sequence[PathLike], *, env: Optional[Mapping[str, str]] = None, pipes: bool = False,
+          stderr: Optional[int] = None, detach: bool = False) -> subprocess.Popen:
+    """Start argv and return at once: with pipes, its stdin and stdout are ours to talk over
+    (bytes); detach: in a session of its own, with nothing of our terminal."""
+    args = tuple(os.fspath(a) for a in argv)
+    debug("spawn: %s", shlex.join(args))
+    try:
+        return subprocess.Popen(args, env=env, stdin=subprocess.PIPE if pipes else subprocess.DEVNULL,
+                                stdout=subprocess.PIPE if pipes else subprocess.DEVNULL, stderr=stderr,
+                                start_new_session=detach, close_fds=True)
+    except FileNotFoundError as exc:
+        raise ExternalError(f"{args[0]} is not installed or not on PATH") from exc
+
+
 class TimedOut(ExternalError):
     """A program ran past its timeout (and was stopped)."""

@@ -30,6 +30,8 @@ APT_PACKAGES = [
     "libpmix-dev", "openmpi-bin", "libopenmpi-dev", "python3-mpi4py",
     # a scientist's own C program built on the login node (tests/integration/test_deps.py)
     "gcc", "libc6-dev", "libcfitsio-dev", "wcslib-dev",
+    # a scientist's browser on JupyterLab through the notebook's tunnel (tests/integration/test_notebook.py)
+    "chromium", "fonts-dejavu-core",
 ]
 
 APPTAINER_GLIBC = Path("/opt/stardock-testbed-glibc")  # sid's glibc, for apptainer only

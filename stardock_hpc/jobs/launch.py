@@ -44,6 +44,7 @@ class Launch:
     input_schemes: List[str] = field(default_factory=lambda: ["http", "https", "file"])  # where a redirect may go
     input_hosts: List[str] = field(default_factory=list)
     retries: int = 3                      # of a download or a delivery (policy.inputs.retries)
+    notebook_token: str = ""              # stardock notebook: its server's token (jobs/notebook.py)
     format: int = FORMAT
 
     def to_json(self) -> str:

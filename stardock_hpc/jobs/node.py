@@ -394,6 +394,8 @@ def run(launch: Launch, args: List[str], environ: Dict[str, str]) -> int:
             held.append(stage_inputs(launch, workdir, record))
         env = container_env(launch, environ, user, output_target)
         env["STARDOCK_PATH_PREFIX"] = steps.BIN_IN_CONTAINER
+        if launch.notebook_token:  # stardock notebook: the server's socket, in a directory of the job's own
+            held.append(notebook_dir(launch, workdir, record, env))
         server.start()
         run_ = Run(list(launch.command) if launch.command else [SCRIPT_IN_CONTAINER, *args], env, output_target,
                    f"stardock-{ids.label}-{os.getpid()}", workdir, held,
@@ -423,6 +425,18 @@ def run(launch: Launch, args: List[str], environ: Dict[str, str]) -> int:
         except OSError as exc:
             log(f"warning: cannot write the job record: {exc}")
     return code
+
+
+def notebook_dir(launch: Launch, workdir: Path, record: Dict, env: Dict[str, str]) -> Held:
+    """The notebook server's private directory (its socket), bound read-write; the login node's
+    relay finds the socket through the job's record (jobs/notebook.py)."""
+    from stardock_hpc.jobs import notebook
+
+    directory = workdir / "notebook"
+    directory.mkdir(mode=0o700)
+    record["notebook_socket"] = str(directory / notebook.SOCKET)
+    env.update(notebook.container_env(launch.notebook_token))
+    return hold_path(directory, f"{launch.mount_root}/{notebook.DIR_IN_CONTAINER}", False, "the notebook's directory")
 
 
 def stage_inputs(launch: Launch, workdir: Path, record: Dict) -> Held:

@@ -45,6 +45,8 @@ class SubmitRequest:
     inputs: List[str] = field(default_factory=list)      # --input URL[=NAME] (jobs/staging.py)
     deliver: List[str] = field(default_factory=list)     # --deliver DEST
     sbatch: List[Option] = field(default_factory=list)   # from the command line, as given
+    add_apps: Tuple[str, ...] = ()                      # catalog apps the job needs (stardock notebook)
+    notebook_token: str = ""                            # stardock notebook: its server's token
     script: Optional[Script] = None
     args: List[str] = field(default_factory=list)
 

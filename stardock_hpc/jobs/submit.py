@@ -55,7 +55,7 @@ def choose_image(req: SubmitRequest, site: Site, engine_name: Optional[str],
         from stardock_hpc.inputs import read_lock
         lock = read_lock(req.spec_path) if req.locked else None
         result = build(req.spec_path, site, load_catalog(site.catalog), get_engine(engine_name or site.engine),
-                       on_line, say, lock)
+                       on_line, say, lock, add_apps=req.add_apps)
         return result.entry, result.built
     if req.locked:
         raise UsageError("stardock sbatch: --locked goes with --env SPEC (an image given by --image KEY is "
@@ -69,6 +69,13 @@ def choose_image(req: SubmitRequest, site: Site, engine_name: Optional[str],
         raise UsageError(f"image {entry.key[:12]} no longer matches its recorded digest; it is not used")
     if engine_name and engine_name != entry.engine:
         raise UsageError(f"image {entry.key[:12]} is a {entry.engine} image; --engine {engine_name} cannot run it")
+    has = set(entry.meta.get("apps") or []) | set((entry.meta.get("versions") or {}).get("pip") or {})
+    missing = [app for app in req.add_apps if app not in has]
+    if missing:
+        raise UsageError(f"image {entry.key[:12]} has no {', '.join(missing)}, which this job needs (its apps: "
+                         f"{', '.join(entry.meta.get('apps') or []) or 'none'})",
+                         hint=f"give --env SPEC instead (stardock adds {', '.join(missing)} for the job), "
+                         f"or build the image with apps: [{', '.join(missing)}]")
     return entry, None
 
 
@@ -104,7 +111,8 @@ def prepare(req: SubmitRequest, site: Site,
         pids=site.policy.limits.pids, entry_owner=entry.owner, artifact_sha256=entry.meta["artifact_sha256"],
         command=command, interactive=interactive, inputs=inputs, deliver=deliveries,
         input_max_bytes=site.policy.inputs.max_bytes, retries=site.policy.inputs.retries,
-        input_schemes=list(site.policy.inputs.schemes), input_hosts=list(site.policy.inputs.hosts))
+        input_schemes=list(site.policy.inputs.schemes), input_hosts=list(site.policy.inputs.hosts),
+        notebook_token=req.notebook_token)
     return Prepared(entry, entry.engine, mounts, launch, render_job_script(req.script, launch), built,
                     records, outputs)
 

@@ -23,7 +23,7 @@ def spec_for(script) -> Launch:
                    name="m51-photometry", tag="localhost/stardock/m51-photometry:ffffffffffffffff",
                    mounts=[VolumeMount(Path("/srv/archive"), "m51", "/data/archive/m51", True)],
                    outputs="/scratch/{user}/stardock-outputs", records="{home}/.local/share/stardock/jobs",
-                   mount_root="/data", network=False, script=script.text, script_name=str(script.path.name),
+                   mount_root="/data", network=False, script=script.text, script_name=script.path.name if script.path else "--wrap",
                    runtime_shim="/opt/stardock/wrappers/stardock-runc", pids=4096, entry_owner=1000,
                    artifact_sha256="a" * 64)
 
@@ -51,3 +51,18 @@ def test_job_script_is_valid_bash_and_carries_the_script_intact(name):
     sbatch = [line for line in (HERE / name).read_text().splitlines() if line.startswith("#SBATCH")]
     assert [line for line in lines if line.startswith("#SBATCH")] == sbatch
     assert json.loads(lines[-2])["format"] == FORMAT
+
+
+def test_notebook_job_script_matches_golden(request):
+    """stardock notebook's job: JupyterLab on a socket, its token in the launch (never on a command line)."""
+    from dataclasses import replace
+
+    from stardock_hpc.jobs.notebook import job_command
+    from stardock_hpc.slurm.script import wrap_script
+
+    script = wrap_script(job_command("/data"))
+    launch = replace(spec_for(script), notebook_token="0123456789abcdef" * 3)
+    text = render_job_script(script, launch, python="/opt/stardock/bin/python", wrappers=Path("/opt/stardock/wrappers"))
+    check(HERE / "expected" / "notebook.job", text, request.config.getoption("--regen-golden"))
+    assert "jupyter lab" in text and "--sock=/data/.notebook/jupyter.sock" in text
+    assert "0123456789abcdef" not in text.split("STARDOCK_JOB_SPEC")[0]  # only in the launch's JSON
