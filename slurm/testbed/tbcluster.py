@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import tbnodes
+import tbssh
 
 from tbcommon import (
     CLUSTER,
@@ -273,6 +274,8 @@ def daemons() -> list[Daemon]:
         Daemon("slurmrestd", ["/usr/sbin/slurmrestd", "-a", "rest_auth/jwt",
                               f"127.0.0.1:{REST_PORT}"],
                lambda: port_open(REST_PORT), user=REST_USER, env={"SLURM_JWT": "daemon"}),
+        # the login node's sshd: the tunnels `stardock notebook` prints (tbssh.py)
+        Daemon("sshd", tbssh.argv(), tbssh.port_open),
     ]
 
 
@@ -342,12 +345,17 @@ def up(nodes: Optional[int] = None) -> bool:
     started |= by_name["slurmctld"].start()
     started |= tbnodes.start_all()
     started |= by_name["slurmrestd"].start()
+    if tbssh.prepare():
+        by_name["sshd"].stop()
+        changed = True
+    started |= by_name["sshd"].start()
     return changed or started
 
 
 def down() -> None:
     by_name = {d.name: d for d in daemons()}
     by_name["slurmrestd"].stop()
+    by_name["sshd"].stop()
     tbnodes.stop_all()
     for name in ("slurmctld", "slurmdbd", "mariadbd", "munged"):
         by_name[name].stop()

@@ -32,6 +32,8 @@ APT_PACKAGES = [
     "gcc", "libc6-dev", "libcfitsio-dev", "wcslib-dev",
     # a scientist's browser on JupyterLab through the notebook's tunnel (tests/integration/test_notebook.py)
     "chromium", "fonts-dejavu-core",
+    # the login node's sshd and the user's ssh: the notebook's tunnel, as printed (tbssh.py)
+    "openssh-server", "openssh-client",
 ]
 
 APPTAINER_GLIBC = Path("/opt/stardock-testbed-glibc")  # sid's glibc, for apptainer only

@@ -287,7 +287,7 @@ def wait_for_server(records: Path, nb: Notebook, wait: float, state: Callable[[]
                 nb.forwarder = start_forwarder(records, nb, run["notebook_socket"])
                 save(records, nb)
             if answers(nb.login_socket, nb.token):
-                return True, current
+                return True, "RUNNING"  # it answers: whatever the accounting says yet
         elif current != told:
             say(f"job {nb.job} is {current.lower()}; waiting for it to start")
             told = current

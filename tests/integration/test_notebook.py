@@ -9,24 +9,23 @@ the archive volume mounted read-only:
   * headless Chromium opens JupyterLab through the tunnel; its screenshot shows the lab;
   * `stop` leaves nothing: no job, no forwarder, no socket, no container, no job directory.
 
-The tunnel: what `ssh -N -L PORT:SOCKET login` does on the user's computer (a local TCP port
-whose connections go to the login node's socket) is done here by a small relay of the test's own,
-since the testbed runs no sshd."""
+The tunnel is the ssh command `stardock notebook` prints, run as printed: the testbed's sshd is
+the login node's (slurm/testbed/tbssh.py), and the test user's ssh config sends ssh there."""
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import socket
 import struct
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Dict, Iterator
 
 import pytest
-from clitools import OTHER, remove, shared_dir, stardock, stardock_json, write_spec
+from clitools import ENGINES, OTHER, remove, shared_dir, stardock, stardock_json, write_spec
 
 from stardock_hpc.jobs.records import RecordStore
 from stardock_hpc.jobs.report import user_records
@@ -34,72 +33,48 @@ from stardock_hpc.site import load_site
 
 from slurmtools import node_containers, sh, wait_job
 
-pytestmark = [pytest.mark.slurm, pytest.mark.podman]
+pytestmark = [pytest.mark.slurm]
 
 FITS = "/data/archive/m51/m51-r.fits"
 
 
-@pytest.fixture(scope="module")
-def notebook() -> Iterator[Dict]:
+@pytest.fixture(scope="module", params=ENGINES)
+def notebook(request) -> Iterator[Dict]:
     work = shared_dir("stardock-notebook-")
     write_spec(work, "name: notebook-test\napps: [astropy]\n")
-    info = stardock_json("notebook", "--env", str(work / "stardock.yaml"), "--mount", "archive/m51",
-                         "--time=20", "--wait", "600", cwd=work)
+    info = stardock_json("notebook", "--env", str(work / "stardock.yaml"), "--engine", request.param,
+                         "--mount", "archive/m51", "--time=20", "--wait", "600", "--port", str(free_port()), cwd=work)
     try:
         assert info["ready"] is True and info["state"] == "RUNNING", info
-        yield info
+        yield {**info, "engine": request.param}
     finally:
         stardock("notebook", "stop", info["job"])
         remove(work)
 
 
-class Tunnel:
-    """`ssh -L PORT:SOCKET`'s local end: a loopback port whose connections go to the socket."""
-
-    def __init__(self, target: str) -> None:
-        self.target = target
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(32)
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            far = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            far.connect(self.target)
-            for a, b in ((conn, far), (far, conn)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(a: socket.socket, b: socket.socket) -> None:
-        try:
-            while True:
-                data = a.recv(65536)
-                if not data:
-                    break
-                b.sendall(data)
-        except OSError:
-            pass
-        for s in (a, b):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        self.listener.close()
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
-def tunnel(notebook) -> Iterator[Tunnel]:
-    t = Tunnel(notebook["login_socket"])
-    yield t
-    t.close()
+def tunnel(notebook) -> Iterator[int]:
+    """The tunnel as printed, run as the user runs it on their own computer (the testbed's sshd is
+    the login node's; the user's ssh config sends ssh there); its local port."""
+    argv = shlex.split(notebook["tunnel"])
+    assert argv[:3] == ["ssh", "-N", "-L"] and argv[3] == f"{notebook['port']}:{notebook['login_socket']}", argv
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while True:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", notebook["port"])) == 0:
+                break
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1] if proc.poll() else "slow"
+        time.sleep(0.2)
+    yield notebook["port"]
+    proc.terminate()
+    proc.wait(10)
 
 
 def fits_mean(path: str) -> float:
@@ -138,7 +113,7 @@ def test_a_notebook_run_through_the_tunnel_reads_the_archive_and_writes_its_outp
 
     token = notebook["token"]
     GatewayClient.clear_instance()
-    GatewayClient.instance(url=f"http://127.0.0.1:{tunnel.port}", auth_token=token)
+    GatewayClient.instance(url=f"http://localhost:{tunnel}", auth_token=token)
     # The gateway client authenticates its HTTP requests but not its kernel websocket: the token
     # goes in that header too (the browser's lab sends its own).
     plain = managers.websocket.create_connection
@@ -225,7 +200,7 @@ def test_chromium_opens_jupyterlab_through_the_tunnel(notebook, tunnel, tmp_path
 
     chromium = shutil.which("chromium")
     assert chromium, "the testbed installs Debian's chromium"
-    url = f"http://localhost:{tunnel.port}/lab?token={notebook['token']}"
+    url = f"http://localhost:{tunnel}/lab?token={notebook['token']}"
     flags = [chromium, "--headless=new", "--disable-gpu", "--no-first-run", "--window-size=1280,900",
              "--virtual-time-budget=20000", f"--user-data-dir={tmp_path / 'profile'}"]
     dom = sh([*flags, "--dump-dom", url], timeout=120)
@@ -263,6 +238,7 @@ def test_stop_leaves_nothing_behind(notebook):
             break
         time.sleep(1)
     assert not left.stdout.strip(), left.stdout
-    assert not [c for c in node_containers(node) if c.startswith(f"stardock-{job}-")]
+    if notebook["engine"] == "podman":
+        assert not [c for c in node_containers(node) if c.startswith(f"stardock-{job}-")]
     assert stardock_json("notebook", "list") == []
     assert not (records().root / job / "notebook.json").exists()

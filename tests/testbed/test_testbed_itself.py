@@ -13,7 +13,7 @@ TESTBED_DIR = Path(__file__).resolve().parents[2] / "slurm" / "testbed"
 TESTBED = TESTBED_DIR / "testbed"
 STATE = Path(os.environ.get("STARDOCK_TESTBED", "/var/tmp/stardock-testbed"))
 NODES = ["node1", "node2", "node3"]
-DAEMONS = ["munged", "mariadbd", "slurmdbd", "slurmctld", "slurmrestd"]
+DAEMONS = ["munged", "mariadbd", "slurmdbd", "slurmctld", "slurmrestd", "sshd"]
 PIDFILES = DAEMONS + [f"slurmd-{n}" for n in NODES]   # each node's slurmd
 
 sys.path.insert(0, str(TESTBED_DIR))
