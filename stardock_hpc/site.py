@@ -454,8 +454,24 @@ class ParsedSiteCache:
             from stardock_hpc.fsutil import write_atomic
             write_atomic(self._name(key), json.dumps({"key": key, "text": text, "site": site_settings(site),
                                                       "explicit": sorted(site.explicit)}), mode=0o600)
+            self._bound()
         except OSError:
             pass
+
+    MAX_ENTRIES = 16
+
+    def _bound(self) -> None:
+        """At most MAX_ENTRIES site files are kept, those written last (a user's few site files
+        stay; one made per test or per `--site` file of a script does not pile up in memory)."""
+        entries = []
+        for entry in os.scandir(self.directory):
+            if entry.name.startswith("site-") and entry.name.endswith(".json") and entry.is_file(follow_symlinks=False):
+                entries.append((entry.stat(follow_symlinks=False).st_mtime_ns, entry.name))
+        for _mtime, name in sorted(entries)[:-self.MAX_ENTRIES]:
+            try:
+                os.unlink(self.directory / name)
+            except FileNotFoundError:
+                pass
 
 
 def site_from_settings(data: Dict[str, Any], path: Optional[Path], source: str, explicit: Any) -> Site:

@@ -80,6 +80,20 @@ def test_the_second_load_comes_from_the_cache_and_a_changed_file_is_read_again(t
     assert load_site(None, env).engine == "podman"
 
 
+def test_the_cache_keeps_the_site_files_used_last_and_no_more(tmp_path, runtime):
+    files = [write(tmp_path / f"site-{i}.yaml", FULL) for i in range(ParsedSiteCache.MAX_ENTRIES + 5)]
+    for i, site_file in enumerate(files):
+        load_site(str(site_file), {"XDG_RUNTIME_DIR": str(runtime)})
+        kept = list((runtime / "stardock").glob("site-*.json"))
+        assert len(kept) == min(i + 1, ParsedSiteCache.MAX_ENTRIES)
+    (runtime / "stardock" / "other").write_text("not ours to bound")
+    load_site(str(files[0]), {"XDG_RUNTIME_DIR": str(runtime)})  # an old one, parsed and kept again
+    names = {p.name for p in (runtime / "stardock").iterdir()}
+    assert "other" in names and len(names) == ParsedSiteCache.MAX_ENTRIES + 1
+    newest = max((runtime / "stardock").glob("site-*.json"), key=lambda p: p.stat().st_mtime_ns)
+    assert json.loads(newest.read_text())["key"]["path"] == str(files[0])
+
+
 def test_doubtful_entries_and_directories_are_never_used(tmp_path, runtime):
     site_file = write(tmp_path / "site.yaml", "engine: apptainer\n")
     env = {"STARDOCK_SITE_CONFIG": str(site_file), "XDG_RUNTIME_DIR": str(runtime)}
