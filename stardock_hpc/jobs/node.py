@@ -434,9 +434,10 @@ def notebook_dir(launch: Launch, workdir: Path, record: Dict, env: Dict[str, str
 
     directory = workdir / "notebook"
     directory.mkdir(mode=0o700)
+    target = f"{launch.mount_root}/{notebook.DIR_IN_CONTAINER}"
     record["notebook_socket"] = str(directory / notebook.SOCKET)
-    env.update(notebook.container_env(launch.notebook_token))
-    return hold_path(directory, f"{launch.mount_root}/{notebook.DIR_IN_CONTAINER}", False, "the notebook's directory")
+    env.update(notebook.write_config(directory, target, launch.notebook_token))
+    return hold_path(directory, target, False, "the notebook's directory")
 
 
 def stage_inputs(launch: Launch, workdir: Path, record: Dict) -> Held:

@@ -4,8 +4,9 @@
 The job: the batch script runs `jupyter lab` in the container on a Unix socket in a directory of
 the job's own on the node (0700, bound into the container), never on a TCP port; its kernels
 talk over Unix sockets too (ipc transport) and stay in the job's cgroup. The token is made here,
-kept among the user's records and handed to the server in its environment (never on a command
-line, where `ps` would show it to everybody on the node).
+kept among the user's records and handed to the server in a config file in the job's private
+directory (never on a command line or in the environment, which the engines put on theirs,
+where `ps` would show it to everybody on the node).
 
 The way in (jobs/relay.py): a forwarder on the login node listens on a Unix socket in the user's
 private runtime directory and carries connections over an `srun --overlap` step of the job; from
@@ -50,8 +51,17 @@ def job_command(mount_root: str) -> str:
         "--KernelManager.transport=ipc"]))
 
 
-def container_env(token: str) -> Dict[str, str]:
-    return {"JUPYTER_TOKEN": token}
+def write_config(directory: Path, target: str, token: str) -> Dict[str, str]:
+    """The server's config, with its token, in the job's private directory (target: where the
+    container sees it); the environment that points the server at it. Not the token itself in the
+    environment: the engines put the environment on their command lines, which `ps` shows to
+    everybody on the node."""
+    config = directory / "config"
+    config.mkdir(mode=0o700)
+    fd = os.open(config / "jupyter_server_config.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"IdentityProvider": {"token": token}}, fh)
+    return {"JUPYTER_CONFIG_DIR": f"{target}/config"}
 
 
 # --- the login side -----------------------------------------------------------------------------

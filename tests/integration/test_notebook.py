@@ -182,6 +182,11 @@ def test_the_other_user_cannot_connect(notebook):
     there = as_other("srun", "-w", notebook["node"], "-N1", "-n1", "-t", "2", sys.executable, "-c", CONNECT,
                      node_socket)
     assert there.stdout.strip() == "refused 13", there.stdout + there.stderr
+    # the token on the node: not in any command line another user can read (the engines put the
+    # container's environment on theirs); the server's is there to see
+    seen = as_other("srun", "-w", notebook["node"], "-N1", "-n1", "-t", "2", "sh", "-c",
+                    "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f; echo; done 2>/dev/null")
+    assert "--sock-mode=0600" in seen.stdout and notebook["token"] not in seen.stdout
     # a step of the notebook's job: Slurm says no
     step = as_other("srun", f"--jobid={notebook['job']}", "--overlap", "-N1", "-n1", "true")
     assert step.returncode != 0 and "denied" in step.stderr.lower(), step.stderr

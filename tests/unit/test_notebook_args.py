@@ -74,3 +74,15 @@ def test_a_runtime_directory_others_can_enter_is_not_used(tmp_path, monkeypatch)
                         lambda template, user, uid, what: seen.append(template) or Path(tmp_path / "fallback"))
     assert notebook.runtime_dir() == tmp_path / "fallback"
     assert seen == ["/tmp/stardock-{user}"]
+
+
+def test_the_token_goes_to_the_server_in_a_private_config_file(tmp_path):
+    import json
+
+    directory = tmp_path / "notebook"
+    directory.mkdir(mode=0o700)
+    env = notebook.write_config(directory, "/data/.notebook", "t0ken")
+    assert env == {"JUPYTER_CONFIG_DIR": "/data/.notebook/config"} and "t0ken" not in repr(env)
+    config = directory / "config" / "jupyter_server_config.json"
+    assert json.loads(config.read_text()) == {"IdentityProvider": {"token": "t0ken"}}
+    assert oct(config.stat().st_mode & 0o777) == "0o600" and oct(config.parent.stat().st_mode & 0o777) == "0o700"
