@@ -48,7 +48,7 @@ def show(info: Dict, ready: bool, as_json: bool) -> None:
 
 
 def run(argv: List[str]) -> None:
-    from stardock_hpc.jobs import notebook
+    from stardock_hpc.jobs import notebook_login as notebook
     from stardock_hpc.site import load_site
 
     verb = argv[0] if argv else ""

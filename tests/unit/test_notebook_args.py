@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from stardock_hpc.errors import UsageError
-from stardock_hpc.jobs import notebook
+from stardock_hpc.jobs import notebook, notebook_login
 
 
 def stardock(*args: str, env=None) -> subprocess.CompletedProcess:
@@ -20,7 +20,7 @@ def stardock(*args: str, env=None) -> subprocess.CompletedProcess:
 
 
 def test_its_own_options_come_out_and_the_rest_goes_to_the_submission():
-    args = notebook.split_args(["--env", "s.yaml", "--port=9000", "--time=1:00:00", "--wait", "5", "--json",
+    args = notebook_login.split_args(["--env", "s.yaml", "--port=9000", "--time=1:00:00", "--wait", "5", "--json",
                                 "--mem", "2G"])
     assert args.argv == ["--env", "s.yaml", "--time=1:00:00", "--mem", "2G"]
     assert (args.port, args.wait, args.as_json) == (9000, 5.0, True)
@@ -35,7 +35,7 @@ def test_its_own_options_come_out_and_the_rest_goes_to_the_submission():
 ])
 def test_bad_options_are_named(argv, message):
     with pytest.raises(UsageError, match=message):
-        notebook.split_args(argv)
+        notebook_login.split_args(argv)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -58,7 +58,7 @@ def test_the_login_end_listens_in_the_users_private_runtime_directory(tmp_path, 
     runtime = tmp_path / "run"
     runtime.mkdir(mode=0o700)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
-    where = notebook.runtime_dir()
+    where = notebook_login.runtime_dir()
     assert where == runtime / "stardock" and oct(where.stat().st_mode & 0o777) == "0o700"
 
 
@@ -72,7 +72,7 @@ def test_a_runtime_directory_others_can_enter_is_not_used(tmp_path, monkeypatch)
     seen = []
     monkeypatch.setattr("stardock_hpc.jobs.userdirs.private_dir",
                         lambda template, user, uid, what: seen.append(template) or Path(tmp_path / "fallback"))
-    assert notebook.runtime_dir() == tmp_path / "fallback"
+    assert notebook_login.runtime_dir() == tmp_path / "fallback"
     assert seen == ["/tmp/stardock-{user}"]
 
 
