@@ -100,6 +100,12 @@ class Engine(ABC):
                  env: Mapping[str, str], workdir: Optional[str], options: RunOptions) -> list:
         """The argument list that runs command in image. Pure: no I/O."""
 
+    def run_environ(self, env: Mapping[str, str]) -> Dict[str, str]:
+        """What the engine's own process must have in its environment for run_argv's command:
+        the values it takes from there instead of from its command line, which everybody on the
+        node can read (`ps`)."""
+        return {}
+
     def spawn_rlimits(self, options: RunOptions) -> Dict[int, Tuple[int, int]]:
         """Resource limits to set on the engine's own process (engines that cannot set them for
         the container alone)."""

@@ -45,6 +45,12 @@ def rootless_env() -> list:
             f"_CONTAINERS_ROOTLESS_GID={os.getgid()}"]
 
 
+# Variables podman itself (or the Go runtime, or the programs it starts) reads from its environment
+PODMAN_READS = re.compile(
+    r"HOME|PATH|TMPDIR|USER|LOGNAME|SHELL|TERM|TZ|LANG|LANGUAGE|LC_\w*|LD_\w*|GO\w*|XDG_\w*|_?CONTAINERS?_\w*"
+    r"|PODMAN_\w*|BUILDAH_\w*|STORAGE_\w*|REGISTR\w*|DOCKER_\w*|DBUS_\w*|NOTIFY_SOCKET|SSL_\w*|CNI_\w*"
+    r"|NETAVARK_\w*|SLIRP4NETNS_\w*|CONMON_\w*|OCI_\w*|RUNC_\w*|CRUN_\w*|STARDOCK_NODE_STORAGE"
+    r"|(?i:https?_proxy|no_proxy|ftp_proxy|all_proxy)")
 STEP_ID_RE = re.compile(r"--> (?:Using cache )?([0-9a-f]{11,64})$")
 
 
@@ -183,13 +189,20 @@ class PodmanEngine(Engine):
             argv += ["--volume", f"{m.host}:{m.target}:{'ro' if m.readonly else 'rw'}"]
         for pair in image.env:  # the image's own environment, which a --rootfs run does not read
             argv += ["--env", pair]
-        for key, value in env.items():
-            argv += ["--env", f"{key}={value}"]
+        for key, value in env.items():  # the value from podman's own environment (run_environ), or here
+            argv += ["--env", key if key in self.run_environ(env) else f"{key}={value}"]
         if workdir:
             argv += ["--workdir", workdir]
         if image.rootfs:
             return argv + ["--rootfs", f"{image.rootfs}:O", *command]
         return argv + [image.ref, *command]
+
+    def run_environ(self, env: Mapping[str, str]) -> Dict[str, str]:
+        """`--env NAME` takes the value from podman's environment: the container's variables go
+        there, off the command line, except those podman itself reads (they would change what it
+        does: its home, paths, Go runtime, proxies, its own configuration), which are stardock's
+        and the site's, not a user's secrets."""
+        return {k: v for k, v in env.items() if not PODMAN_READS.fullmatch(k)}
 
     def remove_run(self, name: str) -> bool:
         # `podman run --rm` removes the container itself unless it was interrupted

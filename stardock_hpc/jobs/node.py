@@ -302,6 +302,7 @@ def run_container(launch: Launch, engine: Engine, image: ImageRef, run_: Run, ma
             set_rlimits(limits)
 
         child = subprocess.Popen(argv, stdin=None if launch.interactive else subprocess.DEVNULL,
+                                 env={**os.environ, **engine.run_environ(env)},
                                  pass_fds=handover.pass_fds, preexec_fn=in_child)
         handover.close()  # the engine holds its own copies until the container has checked them
         status = child.wait()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import List
@@ -233,3 +234,35 @@ def test_a_fork_loop_stops_at_the_process_limit_and_the_node_stays_usable(place,
     after = submitted(sbatch(place, site, engine, "--output=after-%j.out", "--wrap", "echo still fine"))
     assert wait_job(after)[after]["State"] == "COMPLETED"
     assert (place / f"after-{after}.out").read_text() == "still fine\n"
+
+
+def test_the_containers_environment_is_on_no_command_line_the_attacker_reads(place):
+    """The attacker reads every command line on the node while the victim's job runs (they can:
+    /proc/PID/cmdline is everybody's to read). A variable the job passes to its container (a
+    token, with --pass-env) must not be there: Podman takes the values from its own environment,
+    which only its user reads. (Apptainer gives them to env(1) in the container on its command
+    line; its environment files go through a shell: left, see the README's Trust section.)"""
+    site = site_file(place)
+    secret = f"s3cr3t-{uuid.uuid4().hex}"
+    marker = f"{uuid.uuid4().int % 1000 + 7000}.{uuid.uuid4().int % 10 ** 6:06d}"
+    job = submitted(stardock("sbatch", "--site", str(site), "--parsable", "--env", str(spec(place)),
+                             "--engine", "podman", "--pass-env", "SECRET", "--output=env-%j.out", "--time=3",
+                             "--wrap", f'test "$SECRET" = {secret} && echo passed; sleep {marker}',
+                             env={"SECRET": secret}, cwd=place))
+    try:
+        node, seen = None, ""
+        for _ in range(120):
+            node = sh(["squeue", "-h", "-j", job, "-o", "%N"]).stdout.strip()
+            if node:
+                seen = as_attacker("srun", "-w", node, "-N1", "-n1", "-t", "2", "sh", "-c",
+                                   "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f; echo; done 2>/dev/null"
+                                   ).stdout
+                if f"sleep {marker}" in seen:
+                    break
+            time.sleep(1)
+        assert f"sleep {marker}" in seen, "the attacker sees the job's processes"
+        assert secret not in seen
+    finally:
+        stardock("cancel", job)
+    wait_job(job, timeout=120)
+    assert (place / f"env-{job}.out").read_text().startswith("passed"), "the container got the value"

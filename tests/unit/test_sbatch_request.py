@@ -160,13 +160,18 @@ def test_a_launch_without_export_env_still_reads():
 
 
 @pytest.mark.parametrize("engine", ["podman", "apptainer"])
-def test_exported_values_reach_each_engine_as_one_literal_argument(engine):
+def test_exported_values_reach_each_engine_literally(engine):
+    """As one argument (Apptainer: env(1) in the container), or as one variable of the engine's own
+    environment (Podman: `--env FOO` takes it from there); never through a shell."""
     from stardock_hpc.engines import get_engine
     from stardock_hpc.engines.base import ImageRef, RunOptions
     value = "a b 'c' \"d\" $HOME `id`\nnext"
-    argv = get_engine(engine).run_argv(ImageRef(engine, "ref"), ["/s"], [], {"FOO": value}, "/w",
-                                       RunOptions(uid=1000, gid=1000))
-    assert f"FOO={value}" in argv
+    eng = get_engine(engine)
+    argv = eng.run_argv(ImageRef(engine, "ref"), ["/s"], [], {"FOO": value}, "/w", RunOptions(uid=1000, gid=1000))
+    if engine == "podman":
+        assert ["--env", "FOO"] == argv[argv.index("--env"):][:2] and eng.run_environ({"FOO": value}) == {"FOO": value}
+    else:
+        assert f"FOO={value}" in argv
 
 
 def test_locked_is_a_stardock_flag_on_the_command_line_and_in_stardock_lines(tmp_path):
