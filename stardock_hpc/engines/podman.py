@@ -202,7 +202,7 @@ class PodmanEngine(Engine):
         there, off the command line, except those podman itself reads (they would change what it
         does: its home, paths, Go runtime, proxies, its own configuration), which are stardock's
         and the site's, not a user's secrets."""
-        return {k: v for k, v in env.items() if not PODMAN_READS.fullmatch(k)}
+        return {k: v for k, v in env.items() if v and not PODMAN_READS.fullmatch(k)}  # "": nothing to hide
 
     def remove_run(self, name: str) -> bool:
         # `podman run --rm` removes the container itself unless it was interrupted
