@@ -51,6 +51,7 @@ PODMAN_READS = re.compile(
     r"|PODMAN_\w*|BUILDAH_\w*|STORAGE_\w*|REGISTR\w*|DOCKER_\w*|DBUS_\w*|NOTIFY_SOCKET|SSL_\w*|CNI_\w*"
     r"|NETAVARK_\w*|SLIRP4NETNS_\w*|CONMON_\w*|OCI_\w*|RUNC_\w*|CRUN_\w*|STARDOCK_NODE_STORAGE"
     r"|(?i:https?_proxy|no_proxy|ftp_proxy|all_proxy)")
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 STEP_ID_RE = re.compile(r"--> (?:Using cache )?([0-9a-f]{11,64})$")
 
 
@@ -202,7 +203,8 @@ class PodmanEngine(Engine):
         there, off the command line, except those podman itself reads (they would change what it
         does: its home, paths, Go runtime, proxies, its own configuration), which are stardock's
         and the site's, not a user's secrets."""
-        return {k: v for k, v in env.items() if v and not PODMAN_READS.fullmatch(k)}  # "": nothing to hide
+        # "": nothing to hide; a name podman would take for a pattern (FOO*) stays with its value
+        return {k: v for k, v in env.items() if v and NAME.fullmatch(k) and not PODMAN_READS.fullmatch(k)}
 
     def remove_run(self, name: str) -> bool:
         # `podman run --rm` removes the container itself unless it was interrupted

@@ -33,7 +33,8 @@ def test_podman_run_is_rootless_daemonless_and_isolated():
 
 def test_podman_gets_the_containers_values_in_its_environment_not_on_its_command_line():
     """Everybody on the node reads command lines (`ps`); only the user reads a process's environment."""
-    env = {**ENV, "SECRET": "s3cr3t", "HOME": "/tmp", "LD_PRELOAD": "/x.so", "http_proxy": "http://p:3128"}
+    env = {**ENV, "SECRET": "s3cr3t", "HOME": "/tmp", "LD_PRELOAD": "/x.so", "http_proxy": "http://p:3128",
+           "A*": "podman would read a pattern"}
     engine = PodmanEngine()
     argv = engine.run_argv(ImageRef("podman", "i"), ["true"], [], env, None, RunOptions())
     assert not [a for a in argv if "s3cr3t" in a or "$(id)" in a]
@@ -41,7 +42,8 @@ def test_podman_gets_the_containers_values_in_its_environment_not_on_its_command
     envs = [argv[i + 1] for i, a in enumerate(argv) if a == "--env"]
     # what podman itself would read from its environment (its home, the loader, its proxies) stays
     # here, and an empty value (nothing to hide)
-    assert envs == ["A", "B=", "SECRET", "HOME=/tmp", "LD_PRELOAD=/x.so", "http_proxy=http://p:3128"]
+    assert envs == ["A", "B=", "SECRET", "HOME=/tmp", "LD_PRELOAD=/x.so", "http_proxy=http://p:3128",
+                    "A*=podman would read a pattern"]
 
 
 def test_podman_passes_the_held_descriptors_and_limits_the_containers_processes():
