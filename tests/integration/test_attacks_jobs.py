@@ -236,6 +236,9 @@ def test_a_fork_loop_stops_at_the_process_limit_and_the_node_stays_usable(place,
     assert (place / f"after-{after}.out").read_text() == "still fine\n"
 
 
+READ_COMMAND_LINES = "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f; echo; done 2>/dev/null"
+
+
 def test_the_containers_environment_is_on_no_command_line_the_attacker_reads(place):
     """The attacker reads every command line on the node while the victim's job runs (they can:
     /proc/PID/cmdline is everybody's to read). A variable the job passes to its container (a
@@ -254,9 +257,8 @@ def test_the_containers_environment_is_on_no_command_line_the_attacker_reads(pla
         for _ in range(120):
             node = sh(["squeue", "-h", "-j", job, "-o", "%N"]).stdout.strip()
             if node:
-                seen = as_attacker("srun", "-w", node, "-N1", "-n1", "-t", "2", "sh", "-c",
-                                   "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f; echo; done 2>/dev/null"
-                                   ).stdout
+                seen = as_attacker("env", f"SLURM_CONF={os.environ['SLURM_CONF']}", "srun", "-w", node, "-N1",
+                                   "-n1", "-t", "2", "sh", "-c", READ_COMMAND_LINES).stdout
                 if f"sleep {marker}" in seen:
                     break
             time.sleep(1)
