@@ -33,7 +33,9 @@ class Built:
     def run(self, *command: str, env=None) -> subprocess.CompletedProcess:
         argv = self.engine.run_argv(self.image, list(command), [], env or {}, None,
                                     RunOptions(uid=os.getuid(), gid=os.getgid()))
-        return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        # as the node's wrapper runs it: with what the engine takes from its environment (run_environ)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, **self.engine.run_environ(env or {})})
 
     def out(self, *command: str) -> str:
         proc = self.run(*command)
