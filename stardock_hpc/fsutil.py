@@ -1,9 +1,9 @@
-"""Small file-system helpers: atomic writes."""
+"""Small file-system helpers: atomic writes, users' text files, the private runtime directory."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import Mapping, Optional, Union
 
 from stardock_hpc.errors import UsageError
 
@@ -43,3 +43,20 @@ def read_text(path: Path, what: str, max_bytes: Optional[int] = None) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise UsageError(f"{path}: the {what} is not UTF-8 text (byte {exc.start})") from None
+
+
+def private_runtime_dir(environ: Mapping[str, str]) -> Optional[Path]:
+    """$XDG_RUNTIME_DIR when it is a real directory of the user's that nobody else can enter
+    (memory, gone at logout), else None."""
+    import stat
+
+    runtime = environ.get("XDG_RUNTIME_DIR", "")
+    if not runtime.startswith("/"):
+        return None
+    try:
+        st = os.lstat(runtime)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        return None
+    return Path(runtime)

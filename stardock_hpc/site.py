@@ -397,17 +397,10 @@ class ParsedSiteCache:
 
     @classmethod
     def for_user(cls, environ: Mapping[str, str]) -> Optional[ParsedSiteCache]:
-        runtime = environ.get("XDG_RUNTIME_DIR", "")
-        if not runtime.startswith("/"):
-            return None
-        try:
-            st = os.lstat(runtime)
-        except OSError:
-            return None
-        import stat as stat_
-        if not stat_.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
-            return None
-        return cls(Path(runtime) / "stardock")
+        from stardock_hpc.fsutil import private_runtime_dir
+
+        runtime = private_runtime_dir(environ)
+        return cls(runtime / "stardock") if runtime else None
 
     @staticmethod
     def key(path: Path, source: str) -> Optional[Dict[str, Any]]:

@@ -190,8 +190,9 @@ class PodmanEngine(Engine):
             argv += ["--volume", f"{m.host}:{m.target}:{'ro' if m.readonly else 'rw'}"]
         for pair in image.env:  # the image's own environment, which a --rootfs run does not read
             argv += ["--env", pair]
+        hidden = self.run_environ(env)
         for key, value in env.items():  # the value from podman's own environment (run_environ), or here
-            argv += ["--env", key if key in self.run_environ(env) else f"{key}={value}"]
+            argv += ["--env", key if key in hidden else f"{key}={value}"]
         if workdir:
             argv += ["--workdir", workdir]
         if image.rootfs:

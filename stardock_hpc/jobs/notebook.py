@@ -31,6 +31,7 @@ APP = "jupyterlab"                 # the catalog app a notebook needs (added to 
 DIR_IN_CONTAINER = ".notebook"     # under the mount root: the server's socket (hidden in the lab)
 SOCKET = "jupyter.sock"
 RECORD = "notebook.json"           # <records>/<job>/notebook.json
+LOG = "notebook.log"               # <records>/<job>/notebook.log: the login node's forwarder
 JOB_NAME = "stardock-notebook"
 DEFAULT_PORT = 8888
 

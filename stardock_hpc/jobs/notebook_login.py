@@ -15,7 +15,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
 from stardock_hpc.errors import ExternalError, UsageError
-from stardock_hpc.jobs.notebook import APP, DEFAULT_PORT, JOB_NAME, RECORD, Notebook, job_command, load, notebooks, save
+from stardock_hpc.jobs.notebook import (
+    APP,
+    DEFAULT_PORT,
+    JOB_NAME,
+    LOG,
+    RECORD,
+    Notebook,
+    job_command,
+    load,
+    notebooks,
+    save,
+)
 from stardock_hpc.jobs.records import RecordStore, split_job_id
 from stardock_hpc.slurm.values import TERMINAL
 
@@ -67,18 +78,19 @@ def split_args(argv: List[str]) -> NotebookArgs:
 
 def runtime_dir() -> Path:
     """Where the login node's end of a notebook listens: the user's private runtime directory."""
+    from stardock_hpc.fsutil import private_runtime_dir
     from stardock_hpc.jobs.userdirs import private_dir
 
     user, uid = getpass.getuser(), os.getuid()
-    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
-    if runtime.startswith("/"):
-        try:
-            st = os.lstat(runtime)
-            if st.st_uid == uid and not st.st_mode & 0o077 and os.path.isdir(runtime) and not os.path.islink(runtime):
-                return private_dir(f"{runtime}/stardock", user, uid, "runtime directory ($XDG_RUNTIME_DIR)")
-        except OSError:
-            pass
+    runtime = private_runtime_dir(os.environ)
+    if runtime:
+        return private_dir(f"{runtime}/stardock", user, uid, "runtime directory ($XDG_RUNTIME_DIR)")
     return private_dir("/tmp/stardock-{user}", user, uid, "runtime directory (/tmp/stardock-USER)")
+
+
+def login_socket(job: str, directory: Path) -> str:
+    """Where the login node's end of job's notebook listens, in directory (runtime_dir())."""
+    return str(directory / f"notebook-{job}.sock")
 
 
 def login_host() -> str:
@@ -123,10 +135,11 @@ def start_forwarder(records: Path, nb: Notebook, server_socket: str) -> int:
     listen = Path(nb.login_socket)
     if listen.exists() or listen.is_symlink():
         listen.unlink()  # in our private directory: a forwarder of ours that is gone left it
-    run_record = records / nb.job / "run.json"
-    argv = [sys.executable, "-m", "stardock_hpc.jobs.relay", "login", str(listen), str(run_record),
-            str(records / nb.job / "notebook.log"), "--", *relay_step_argv(nb.job, nb.node, server_socket)]
-    log = os.open(records / nb.job / "notebook.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    log_path = records / nb.job / LOG
+    argv = [sys.executable, "-m", "stardock_hpc.jobs.relay", "login", str(listen),
+            str(RecordStore(records).run_path(nb.job)), str(log_path), "--",
+            *relay_step_argv(nb.job, nb.node, server_socket)]
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     try:
         child = proc.spawn(argv, detach=True, stderr=log)
     finally:
@@ -134,7 +147,7 @@ def start_forwarder(records: Path, nb: Notebook, server_socket: str) -> int:
     deadline = time.monotonic() + 10
     while not listen.exists():
         if child.poll() is not None or time.monotonic() > deadline:
-            raise ExternalError(f"the notebook's forwarder did not start; see {records / nb.job / 'notebook.log'}")
+            raise ExternalError(f"the notebook's forwarder did not start; see {log_path}")
         time.sleep(0.05)
     return child.pid
 
@@ -235,7 +248,7 @@ def start(argv: List[str], cwd: Path, site_option: Optional[str], on_line: Optio
     if not _has_srun():
         raise UsageError("stardock notebook needs Slurm's srun on this login node (its way in is a job step)")
     records, _outputs = user_dirs(site, getpass.getuser())
-    runtime_dir()  # before anything is submitted: where the login end will listen
+    listen_in = runtime_dir()  # checked before anything is submitted
     token = secrets.token_hex(24)
     req = replace(req, script=wrap_script(job_command(site.mount_root)), add_apps=(APP,), notebook_token=token)
     prepared = prepare(req, site, on_line, say=say)
@@ -244,7 +257,7 @@ def start(argv: List[str], cwd: Path, site_option: Optional[str], on_line: Optio
                        warn=lambda msg: say(f"warning: {msg}"))
     if not submitted.job_id:
         raise ExternalError(f"Slurm did not take the notebook job: {submitted.messages or submitted.output}")
-    nb = Notebook(submitted.job_id, token, args.port, str(runtime_dir() / f"notebook-{submitted.job_id}.sock"),
+    nb = Notebook(submitted.job_id, token, args.port, login_socket(submitted.job_id, listen_in),
                   login_host())
     save(records, nb)
     say(f"submitted notebook job {nb.job}")
@@ -267,7 +280,7 @@ def connect(job: str, site: Site, wait: float, say: Callable[[str], None]) -> Tu
     nb = _mine(records, job)
     if not forwarder_running(nb):
         nb.forwarder = None
-        nb.login_socket = str(runtime_dir() / f"notebook-{nb.job}.sock")
+        nb.login_socket = login_socket(nb.job, runtime_dir())
         nb.login_host = login_host()
     ready, state = wait_for_server(records, nb, wait, lambda: job_state(nb.job, site), say)
     return nb, state, ready

@@ -46,10 +46,12 @@ class RecordStore:
         d = self._made(job)
         write_atomic(d / "submit.json", json.dumps(record, indent=2, sort_keys=True) + "\n", mode=0o600)
 
+    def run_path(self, job: str, task: Optional[str] = None) -> Path:
+        return self._dir(job) / (f"run.{task}.json" if task else "run.json")
+
     def write_run(self, job: str, task: Optional[str], record: Dict) -> None:
-        d = self._made(job)
-        name = f"run.{task}.json" if task else "run.json"
-        write_atomic(d / name, json.dumps(record, indent=2, sort_keys=True) + "\n", mode=0o600)
+        self._made(job)
+        write_atomic(self.run_path(job, task), json.dumps(record, indent=2, sort_keys=True) + "\n", mode=0o600)
 
     def submit(self, job: str) -> Optional[Dict]:
         return self._read(self._dir(job) / "submit.json")
