@@ -7,19 +7,19 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
-from stardock_hpc import __version__, proc, proctree
+from stardock_hpc import __version__, buildsecrets, proc, proctree, visibility
 from stardock_hpc.cache import ENTRY_LOCK, Cache, Entry, image_tag
 from stardock_hpc.cachekey import base_digest, cache_key, file_digest
 from stardock_hpc.catalog import Catalog
 from stardock_hpc.context import APPTAINER_DEF, CONTAINERFILE, write_context
 from stardock_hpc.engines import Engine
 from stardock_hpc.engines.base import RunOptions
-from stardock_hpc.errors import ExternalError
+from stardock_hpc.errors import ExternalError, StardockError
 from stardock_hpc.inputs import plan_for
 from stardock_hpc.jobs.limits import minutes
-from stardock_hpc.lockfile import PACKAGES_SCRIPT, Lock, Packages, parse_lock, parse_packages
+from stardock_hpc.lockfile import LOCK_NAME, PACKAGES_SCRIPT, Lock, Packages, parse_lock, parse_packages
 from stardock_hpc.plan import BuildPlan
 from stardock_hpc.render import render_apptainer, render_containerfile
 from stardock_hpc.site import Site
@@ -111,10 +111,11 @@ class Bound:
 def build(spec: Path, site: Site, catalog: Catalog, engine: Engine,
           on_line: Optional[Callable[[str], None]] = None,
           say: Optional[Callable[[str], None]] = None, lock: Optional[Lock] = None,
-          add_apps: Sequence[str] = ()) -> BuildResult:
+          add_apps: Sequence[str] = (), lock_path: Optional[Path] = None) -> BuildResult:
     """say: where messages about the build (not its output) go; on_line when not given.
-    lock: build exactly the packages it names (build --locked). add_apps: catalog apps the
-    image needs beyond the spec's (stardock notebook's jupyterlab)."""
+    lock: build exactly the packages it names (build --locked), read from lock_path (default:
+    stardock.lock beside the spec). add_apps: catalog apps the image needs beyond the spec's
+    (stardock notebook's jupyterlab)."""
     started = time.monotonic()
     env, plan = plan_for(spec, site, catalog, lock, add_apps)
     check_lock_inputs(plan)
@@ -133,15 +134,39 @@ def build(spec: Path, site: Site, catalog: Catalog, engine: Engine,
         with proctree.stoppable(), cache.lock(key, bound.seconds, say or on_line, bound.named):
             hit = cache.lookup(key)  # built by somebody else while we waited for the lock
             if hit is None:
-                entry = _build_entry(plan, key, cache, engine, on_line, bound)
+                inputs = Inputs(spec, (lock_path or spec.parent / LOCK_NAME) if lock is not None else None)
+                entry = _build_entry(plan, key, cache, engine, on_line, bound, inputs)
                 cache.touch_used(entry)
                 return BuildResult(entry, True, time.monotonic() - started, plan)
     cache.touch_used(hit)
     return BuildResult(hit, False, time.monotonic() - started, plan)
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """The user's files a build reads beyond the plan's: they decide who may read the entry."""
+
+    spec: Path
+    lock: Optional[Path] = None
+
+
 def _build_entry(plan: BuildPlan, key: str, cache: Cache, engine: Engine,
-                 on_line: Optional[Callable[[str], None]], bound: Bound) -> Entry:
+                 on_line: Optional[Callable[[str], None]], bound: Bound, inputs: Inputs) -> Entry:
+    """The secrets' values are read first (a missing one fails before anything is built) and
+    masked in every line the build prints and in its errors."""
+    values = buildsecrets.read_values(plan.secrets, inputs.spec, os.environ)
+    mask = buildsecrets.Masker(values)
+    shown = (lambda line: on_line(mask(line))) if on_line is not None and values else on_line
+    try:
+        with buildsecrets.staged(values, os.environ) as secrets:
+            return _built(plan, key, cache, engine, shown, bound, inputs, secrets)
+    except StardockError as exc:
+        mask.error(exc)
+        raise
+
+
+def _built(plan: BuildPlan, key: str, cache: Cache, engine: Engine, on_line: Optional[Callable[[str], None]],
+           bound: Bound, inputs: Inputs, secrets: Mapping[str, Path]) -> Entry:
     filename, _render = DEFINITIONS[engine.name]
     tag = image_tag(plan.name, key)
     deadline = time.monotonic() + bound.seconds
@@ -159,7 +184,7 @@ def _build_entry(plan: BuildPlan, key: str, cache: Cache, engine: Engine,
             context = write_context(plan, stage / "context")
             engine.prepare_base(plan.base, on_line, timeout=left())
             t0 = time.monotonic()
-            artifact = engine.build(context, tag, stage, on_line, timeout=left())
+            artifact = engine.build(context, tag, stage, on_line, timeout=left(), secrets=secrets)
             build_seconds = time.monotonic() - t0
             run_form = engine.make_run_form(artifact, stage, timeout=left())
             os.replace(context / filename, stage / filename)
@@ -174,6 +199,8 @@ def _build_entry(plan: BuildPlan, key: str, cache: Cache, engine: Engine,
                                    hint="Debian's mirror keeps only current versions: a version it no longer has "
                                    "cannot be installed again; `stardock lock SPEC` makes a new lock")
             (stage / ENTRY_LOCK).write_text(lock.text())
+            seen = visibility.decide(inputs.spec, plan, getpass.getuser(), cache.trusted_builder(os.getuid()),
+                                     inputs.lock)
             meta = {
                 "key": key,
                 "engine": engine.name,
@@ -196,6 +223,8 @@ def _build_entry(plan: BuildPlan, key: str, cache: Cache, engine: Engine,
                 "build_seconds": round(build_seconds, 2),
                 "stardock_version": __version__,
                 "image_tag": tag if engine.name == "podman" else None,
+                "visibility": seen.scope,
+                "visibility_reason": seen.reason,
             }
             keep = [artifact.name, filename, "spec.yaml", ENTRY_LOCK]
             if run_form:
@@ -215,7 +244,8 @@ def _build_entry(plan: BuildPlan, key: str, cache: Cache, engine: Engine,
 def entry_summary(entry: Entry, cache: Cache) -> Dict:
     m = entry.meta
     return {"key": entry.key, "name": m.get("name"), "engine": m.get("engine"), "builder": entry.owner_name,
-            "trusted": cache.trusted(entry.owner), "created": m.get("created"), "size": m.get("size"),
+            "trusted": cache.trusted(entry.owner), "visibility": entry.visibility,
+            "created": m.get("created"), "size": m.get("size"),
             "last_used": cache.last_used(entry), "artifact": str(entry.artifact), "path": str(entry.path),
             "apps": m.get("apps", []), "base": m.get("base")}
 

@@ -18,7 +18,7 @@ from stardock_hpc.catalog import App, Catalog
 from stardock_hpc.errors import UsageError
 from stardock_hpc.lockfile import LOCK_LABEL, Lock
 from stardock_hpc.site import BaseImage, Site
-from stardock_hpc.spec import AptStep, Environment, PipStep
+from stardock_hpc.spec import AptStep, Environment, PipStep, Secret
 
 VENV = "/opt/stardock/venv"
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -27,6 +27,7 @@ CONTEXT_SPEC = ".stardock/spec.yaml"
 IMAGE_SPEC = "/.stardock/spec.yaml"
 CONTEXT_CA = ".stardock/ca"
 IMAGE_CA = "/usr/local/share/ca-certificates/stardock-site"
+SECRETS_DIR = "/run/secrets"  # where build steps read the spec's secrets (as BuildKit and Buildah put them)
 LABEL_PREFIX = "org.stardock."
 
 
@@ -103,6 +104,7 @@ class BuildPlan:
     spec_digest: str
     ca_certificates: Tuple[Path, ...] = ()   # the site's extra CAs, trusted before any download
     lock: Optional[Lock] = None              # build --locked: every package's version fixed by it
+    secrets: Tuple[Secret, ...] = ()         # what build steps read at SECRETS_DIR/<id>; never their values
 
     @property
     def runs(self) -> Tuple[ShellRun, ...]:
@@ -224,4 +226,5 @@ def resolve(env: Environment, site: Site, catalog: Catalog, lock: Optional[Lock]
     return BuildPlan(
         name=env.name, base=base, apps=apps, catalog_layer=catalog_layer, user_layer=user_layer,
         files=files, build=build, env=merged, command=env.command, labels=labels,
-        spec_yaml=canonical_yaml(env), spec_digest=env.digest(), ca_certificates=site.ca_certificates, lock=lock)
+        spec_yaml=canonical_yaml(env), spec_digest=env.digest(), ca_certificates=site.ca_certificates, lock=lock,
+        secrets=env.secrets)

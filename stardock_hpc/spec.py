@@ -55,6 +55,21 @@ class FileCopy:
 
 
 @dataclass(frozen=True)
+class Secret:
+    """A build secret: a file of the building user's or a variable of the build's environment,
+    which the build steps read at /run/secrets/<id> while the image is built. The spec (and so the
+    cache key, the cache entry and the image's /.stardock/spec.yaml) keeps where it comes from,
+    never its value."""
+
+    id: str
+    file: Optional[str] = None     # ~/..., an absolute path, or relative to the spec's directory
+    env: Optional[str] = None      # a variable's name
+
+    def data(self) -> Dict[str, str]:
+        return {"id": self.id, **({"file": self.file} if self.file is not None else {"env": str(self.env)})}
+
+
+@dataclass(frozen=True)
 class Packages:
     apt: Tuple[str, ...] = ()
     pip: Tuple[str, ...] = ()
@@ -104,11 +119,13 @@ class Environment:
     env: Dict[str, str]
     command: Optional[Tuple[str, ...]]
     labels: Dict[str, str]
+    secrets: Tuple[Secret, ...] = ()
     path: Path = field(compare=False, default=Path("stardock.yaml"))
 
     def canonical(self) -> Dict[str, Any]:
-        """The spec's meaning as plain data: no comments, no formatting, stable order."""
-        return {
+        """The spec's meaning as plain data: no comments, no formatting, stable order. secrets:
+        only when there are any (a spec without them keeps the digest it always had)."""
+        data = {
             "name": self.name,
             "base": self.base,
             "apps": list(self.apps),
@@ -119,6 +136,9 @@ class Environment:
             "command": list(self.command) if self.command is not None else None,
             "labels": dict(sorted(self.labels.items())),
         }
+        if self.secrets:
+            data["secrets"] = [secret.data() for secret in self.secrets]
+        return data
 
     def canonical_json(self) -> str:
         return json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -158,6 +178,16 @@ def _check_env_key(value: str) -> None:
                       "SLURM_*, HOME, USER, LOGNAME)")
 
 
+SECRET_ID_RE = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+
+
+def _secret_file(value: str) -> None:
+    if "\n" in value or "\r" in value:
+        raise Invalid("file names with newlines are not allowed")
+    if value.startswith("~") and not (value == "~" or value.startswith("~/")):
+        raise Invalid("write ~/PATH for a file in your home (another user's home is not yours to read)")
+
+
 def _one_line(what: str):
     def check(value: str) -> None:
         if "\n" in value or "\r" in value:
@@ -192,6 +222,17 @@ def spec_type(apps: Optional[Iterable[str]] = None, bases: Optional[Iterable[str
         "src": Key(Str("Path relative to the spec's directory.", check=check_file_source), required=True),
         "dest": Key(Str("Absolute path in the image.", check=check_file_dest), required=True),
     }, "A file or directory copied into the image.", make=lambda src, dest: FileCopy(src, dest))
+    secret = Obj({
+        "id": Key(Str("The secret's name: build steps read it at /run/secrets/<id>.", pattern=SECRET_ID_RE,
+                      pattern_help="use letters, digits, '.', '_' and '-', starting with a letter or digit, at "
+                      "most 64 characters"), required=True),
+        "file": Key(Str("A file of yours holding the value: ~/PATH, an absolute path, or a path relative to the "
+                        "spec's directory. Read when building, never copied into the image or the cache.",
+                        check=_secret_file), default=None),
+        "env": Key(Str("A variable of the building environment holding the value.", pattern=ENV_KEY_RE,
+                       pattern_help="use letters, digits and '_', not starting with a digit"), default=None),
+    }, "A build secret (a token, a licence key): only its id and where it comes from are kept.",
+        one_of=("file", "env"), make=lambda id, file, env: Secret(id, file, env))
     return Obj({
         "name": Key(Str("The environment's name; it names the image.", pattern=NAME_RE,
                         pattern_help=NAME_HELP, max_len=63), required=True),
@@ -234,6 +275,11 @@ def spec_type(apps: Optional[Iterable[str]] = None, bases: Optional[Iterable[str
         "labels": Key(MapOf(Str("Value.", min_len=0, numbers=True, check=_one_line("a label value")),
                             "Image labels (metadata).", key_pattern=LABEL_KEY_RE,
                             key_help="use letters, digits, '.', '_', '/' and '-'"), default={}),
+        "secrets": Key(ListOf(secret, "Build secrets: what the build steps may read at /run/secrets/<id> while "
+                              "the image is built, and what never reaches the image, the cache, the rendered "
+                              "definition, the cache key or a log (its value is masked in the build's output). "
+                              "An image built with a secret is private to its builder.", max_items=20),
+                       default=()),
     }, "A stardock-hpc environment: what a scientist needs, in one file.", title="stardock.yaml",
         make=_make_environment)
 
@@ -248,18 +294,24 @@ def _make_step(apt, recommends, pip, files) -> BuildItem:
     return FilesStep(tuple(files))
 
 
-def _make_environment(name, base, apps, packages, files, build, env, command, labels) -> Environment:
+def _make_environment(name, base, apps, packages, files, build, env, command, labels, secrets) -> Environment:
     if isinstance(build, str):
         build = (build,) if build.strip() else ()  # a script is one step
     if isinstance(command, str):
         command = ("/bin/sh", "-c", command)
     return Environment(name=name, base=base, apps=tuple(apps), packages=packages,
                        files=tuple(files), build=tuple(build), env=dict(env),
-                       command=tuple(command) if command is not None else None, labels=dict(labels))
+                       command=tuple(command) if command is not None else None, labels=dict(labels),
+                       secrets=tuple(secrets))
 
 
 def _check_reserved(env: Environment, doc: yamlfile.Document) -> None:
     ctx = Context(doc)
+    seen = set()
+    for i, secret in enumerate(env.secrets):
+        if secret.id in seen:
+            raise ctx.fail(("secrets", i, "id"), f"the secret {secret.id!r} is listed twice")
+        seen.add(secret.id)
     for key in env.env:
         try:
             _check_env_key(key)

@@ -31,6 +31,13 @@ def image_tag(name: str, key: str) -> str:
     return f"localhost/stardock/{name}:{key[:16]}"
 
 
+# Who may read an entry (visibility.py decides it when building): everybody, or its builder alone.
+# Its modes are set before the entry is published; an entry recorded before visibility existed
+# was published readable by all (0555), and counts as public.
+PUBLIC, PRIVATE = "public", "private"
+ENTRY_MODES = {PUBLIC: (0o555, 0o444), PRIVATE: (0o500, 0o400)}  # (directory, files)
+REASON_MAX = 4096
+
 STAGE_LOCK = ".stardock-build.lock"
 Say = Optional[Callable[[str], None]]
 
@@ -66,6 +73,14 @@ class Entry:
     @property
     def owner_name(self) -> str:
         return user_name(self.owner)
+
+    @property
+    def visibility(self) -> str:
+        return self.meta.get("visibility") or PUBLIC
+
+    def offered_to(self, uid: int) -> bool:
+        """Whether uid may be offered this entry at all (a private one is its builder's alone)."""
+        return self.owner == uid or self.visibility != PRIVATE
 
 
 def user_name(uid: int) -> str:
@@ -141,6 +156,14 @@ def validate_meta(meta: object, key: str) -> Dict:
                                        and all(isinstance(x, int) for x in stat_token)):
         raise Invalid("its artifact_stat is not four integers")
     _validate_run_form(meta, engine)
+    visibility = meta.get("visibility")
+    if visibility is not None and visibility not in ENTRY_MODES:
+        raise Invalid(f"its visibility {printable(visibility, 40)} is none of {', '.join(ENTRY_MODES)}")
+    reason = meta.get("visibility_reason")
+    if reason is not None and not (isinstance(reason, str) and len(reason) <= REASON_MAX):
+        raise Invalid(f"its visibility_reason is not a text of at most {REASON_MAX} characters")
+    if (visibility is None) != (reason is None):
+        raise Invalid("its visibility and visibility_reason go together")
     lock = meta.get("lock_sha256")
     if lock is not None and not (isinstance(lock, str) and HEX64.fullmatch(lock)):
         raise Invalid("its lock_sha256 is not a SHA-256 digest")

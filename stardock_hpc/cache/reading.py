@@ -41,12 +41,21 @@ from stardock_hpc.safefs import (
 )
 
 
+class PrivateEntry(Invalid):
+    """Another user's private entry: theirs alone, neither used nor listed."""
+
+
 class Reader(Layout):
     """Finding, trusting and checking entries; removing one."""
 
     # --- trust --------------------------------------------------------------------------------
     def trusted(self, owner: int) -> bool:
-        if owner in (self.uid, 0):
+        """Whether this user runs entries of owner: their own, root's, the site's trusted builders'."""
+        return owner == self.uid or self.trusted_builder(owner)
+
+    def trusted_builder(self, owner: int) -> bool:
+        """Whether everybody runs entries of owner: root, or a builder the site trusts."""
+        if owner == 0:
             return True
         try:
             pw = pwd.getpwuid(owner)
@@ -74,6 +83,8 @@ class Reader(Layout):
             fd = open_dir_at(entries_fd, name)
         except Unsafe:
             raise Invalid("it is a symbolic link or not a directory") from None
+        except PermissionError:
+            raise self._private(entries_fd, name, int(m.group("uid"))) from None
         except OSError as exc:
             raise Invalid(f"it cannot be opened ({exc.strerror})") from None
         with opened(fd):
@@ -92,6 +103,17 @@ class Reader(Layout):
         return Entry(m.group("key"), self.dir("entries") / name, st.st_uid, validate_meta(meta, m.group("key")),
                      (st.st_dev, st.st_ino))
 
+    @staticmethod
+    def _private(entries_fd: int, name: str, uid: int) -> Invalid:
+        """Why an entry we may not open is skipped: another user's private entry, or not one."""
+        try:
+            st = os.lstat(name, dir_fd=entries_fd)
+        except OSError:
+            return Invalid("it cannot be opened")
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == uid:
+            return PrivateEntry(f"it is private to its builder, {user_name(uid)}")
+        return Invalid("it cannot be opened (permission denied)")
+
     def entry_at(self, path: Path) -> Optional[Entry]:
         """The valid entry at path (a directory in entries/), or None."""
         if path.parent != self.dir("entries"):
@@ -103,21 +125,32 @@ class Reader(Layout):
             return None
 
     def scan(self, prefix: str = "") -> Tuple[List[Entry], List[Tuple[str, str]]]:
-        """Valid entries whose names start with prefix, and (name, reason) for what was skipped."""
+        """Valid entries whose names start with prefix that this user may be offered (not another
+        user's private ones, which are theirs alone: `images list` never names them), and (name,
+        reason) for what was skipped otherwise."""
+        found, skipped = self._scan(prefix)
+        return [e for e in found if e.offered_to(self.uid)], skipped
+
+    def _scan(self, prefix: str = "") -> Tuple[List[Entry], List[Tuple[str, str]]]:
         found, skipped = [], []
         try:
             with self._layout("entries") as fd:
                 for name in sorted(n for n in os.listdir(fd) if n.startswith(prefix)):
                     try:
-                        found.append(self._read_entry(fd, name))
+                        entry = self._read_entry(fd, name)
+                    except PrivateEntry:
+                        continue
                     except Invalid as exc:
                         skipped.append((name, str(exc)))
+                        continue
+                    found.append(entry)
         except FileNotFoundError:
             pass  # not set up yet: no entries
         return found, skipped
 
     def entries(self) -> List[Entry]:
-        return self.scan()[0]
+        """Every valid entry this user can read (pruning: root's reaches private ones too)."""
+        return self._scan()[0]
 
     def candidates(self, key: str) -> List[Entry]:
         """Valid entries for key, the user's own first, then other trusted builders'."""
@@ -219,6 +252,8 @@ class Reader(Layout):
             raise CacheError(f"the image {printable(path)} is not usable: {exc}") from None
         if entry.owner != owner:
             raise CacheError(f"the image {path} now belongs to {entry.owner_name}, not to uid {owner}")
+        if not entry.offered_to(self.uid):
+            raise CacheError(f"the image {path} is private to its builder, {entry.owner_name}")
         if entry.meta["artifact_sha256"] != artifact_sha256:
             raise CacheError(f"the image {path} records another artifact than the one submitted")
         problem = self.artifact_problem(entry, artifact_sha256) or self.run_form_problem(entry)
@@ -248,8 +283,8 @@ class Reader(Layout):
             st = os.fstat(fd)
             if (st.st_dev, st.st_ino) != ident or (owner is not None and st.st_uid != owner):
                 raise CacheError(f"entries/{printable(name)} changed since it was chosen; nothing was removed")
-            if st.st_uid == os.geteuid():
-                os.fchmod(fd, 0o755)  # moving a directory to another parent needs it writable
+            if st.st_uid == os.geteuid():  # moving a directory to another parent needs it writable
+                os.fchmod(fd, stat.S_IMODE(st.st_mode) | stat.S_IWUSR)  # and opens it to nobody new
             with self._layout("tmp") as tfd:
                 aside = f"{name}.removing.{secrets.token_hex(8)}"
                 try:

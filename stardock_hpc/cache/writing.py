@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from stardock_hpc.cache.entries import (
+    ENTRY_MODES,
     ENTRY_RE,
     JOB_RE,
     META,
+    PRIVATE,
     STAGE_LOCK,
     STAGE_RE,
     CacheError,
@@ -165,13 +167,20 @@ class Cache(Reader):
                     os.close(lock)
 
     def publish(self, staged: Path, key: str, meta: Dict, keep: List[str]) -> Entry:
-        """Make staged/<keep...> the entry for key: read-only, then one atomic rename."""
+        """Make staged/<keep...> the entry for key: read-only, then one atomic rename. Its modes
+        are those of meta's visibility (private, when it names none) from before the rename on:
+        a private entry is never readable by anybody else, not for a moment, not even in tmp/."""
+        meta = dict(meta, visibility=meta.get("visibility") or PRIVATE)
+        meta.setdefault("visibility_reason", "published without a decision on who may read it")
+        dir_mode, file_mode = ENTRY_MODES[meta["visibility"]]
+        os.chmod(staged, 0o700)  # until it is whole (mkdtemp's mode; the rename needs it writable)
         for child in staged.iterdir():
             if child.name not in keep:
                 remove_at_path(child)
         artifact = staged / meta["artifact"]
         for child in staged.iterdir():
-            os.chmod(child, 0o444)
+            if not child.is_symlink():
+                os.chmod(child, file_mode)
         st = os.stat(artifact)
         with open(artifact, "rb") as fh:
             digest = fd_digest(fh.fileno())
@@ -182,9 +191,12 @@ class Cache(Reader):
             with open(form, "rb") as fh:
                 meta.update(run_form_sha256=fd_digest(fh.fileno()), run_form_stat=stat_token(os.fstat(fh.fileno())))
         validate_meta(json.loads(json.dumps(meta)), key)
-        (staged / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        os.chmod(staged / META, 0o444)
-        os.chmod(staged, 0o755)
+        with os.fdopen(os.open(staged / META, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                               0o600), "w") as fh:
+            fh.write(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        os.chmod(staged / META, file_mode)
+        # whole now: a public entry may be read in tmp/ too; the owner keeps u+w for the rename
+        os.chmod(staged, dir_mode | 0o200)
         plain = f"{key}-u{self.uid}"
         with self._layout("entries") as efd:
             self._clear_own_bad_entry(efd, plain)
@@ -197,7 +209,7 @@ class Cache(Reader):
                     if name != plain:
                         raise CacheError(f"cannot publish {self.dir('entries') / name}: {exc.strerror}") from None
             with opened(open_dir_at(efd, name)) as fd:
-                os.fchmod(fd, 0o555)
+                os.fchmod(fd, dir_mode)
             return self._read_entry(efd, name)
 
     def _clear_own_bad_entry(self, efd: int, name: str) -> None:

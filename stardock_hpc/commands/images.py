@@ -72,7 +72,7 @@ def build(spec: Path, engine: Optional[str], locked: bool, lock_path: Optional[P
         click.echo(f"stardock: engine {eng.name} (from {source})", err=True)
 
     on_line, say = progress(lines=stream, messages=not as_json)
-    result = build_image(spec, site, catalog, eng, on_line, say, lock)
+    result = build_image(spec, site, catalog, eng, on_line, say, lock, lock_path=lock_path)
     entry = result.entry
     if as_json:
         echo_json({"key": entry.key, "artifact": str(entry.artifact), "engine": eng.name,
@@ -144,13 +144,15 @@ def list_images(as_json: bool) -> None:
     if not rows:
         click.echo(f"no images in {cache.root}")
         return
-    click.echo(f"{'KEY':<14}{'NAME':<24}{'ENGINE':<11}{'BUILDER':<12}{'SIZE':>10}  CREATED")
+    # VISIBILITY: public (everybody may read and run it) or private (its builder's alone)
+    click.echo(f"{'KEY':<14}{'NAME':<24}{'ENGINE':<11}{'BUILDER':<12}{'VISIBILITY':<12}{'SIZE':>10}  CREATED")
     for r in rows:
         created = datetime.datetime.fromtimestamp(r["created"] or 0).strftime("%Y-%m-%d %H:%M")
         mark = "" if r["trusted"] else "  (not trusted: not used)"
         # metadata was validated when read; printed escaped all the same (it is other users' text)
         click.echo(f"{r['key'][:12]:<14}{printable(r['name'] or '?')[:23]:<24}{printable(r['engine']):<11}"
-                   f"{printable(r['builder'])[:11]:<12}{human_size(r['size']):>10}  {created}{mark}")
+                   f"{printable(r['builder'])[:11]:<12}{r['visibility']:<12}{human_size(r['size']):>10}  "
+                   f"{created}{mark}")
 
 
 @images.command()
@@ -161,7 +163,9 @@ def inspect(key: str, as_json: bool) -> None:
     """Everything recorded about one image (KEY may be a unique prefix)."""
     cache = _cache()
     entry = cache.find(key)
-    echo_json({**entry.meta, "path": str(entry.path), "owner": entry.owner_name,
+    echo_json({**entry.meta, "visibility": entry.visibility,
+               "visibility_reason": entry.meta.get("visibility_reason") or "published readable by all, before "
+               "stardock recorded who may read an entry", "path": str(entry.path), "owner": entry.owner_name,
                "trusted": cache.trusted(entry.owner), "verified": cache.verify(entry),
                "last_used": cache.last_used(entry), "jobs": cache.users_of(entry)})
 

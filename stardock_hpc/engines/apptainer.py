@@ -26,15 +26,20 @@ class ApptainerEngine(Engine):
         """Nothing to do: the definition bootstraps from the archive path or the reference."""
 
     def build(self, context: Path, tag: str, out_dir: Path, on_line: OnLine = None, *,
-              timeout: Optional[float] = None) -> Path:
+              timeout: Optional[float] = None, secrets: Optional[Mapping[str, Path]] = None) -> Path:
         """apptainer build; its temporary files (the unpacked root file system) go to a private
-        directory removed afterwards, whatever happens."""
+        directory removed afterwards, whatever happens. Secrets: their one directory bound
+        read-only at /run/secrets during %post (the definition's %setup makes the mount point)."""
+        dirs = {path.parent for path in (secrets or {}).values()}
+        if len(dirs) > 1 or any(path.name != sid for sid, path in (secrets or {}).items()):
+            raise ValueError("apptainer binds one directory of secrets, each file named by its id")
+        binds = [f"--bind={dirs.pop()}:/run/secrets:ro"] if dirs else []
         artifact = out_dir / self.artifact_name
         parent = os.environ.get("APPTAINER_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
         with private_tmpdir("stardock-apptainer-", parent, _remove_quietly) as tmpdir:
             env = dict(os.environ, APPTAINER_TMPDIR=str(tmpdir), TMPDIR=str(tmpdir))
             try:
-                result = proc.run(["apptainer", "build", "--fakeroot", "--force", artifact,
+                result = proc.run(["apptainer", "build", "--fakeroot", "--force", *binds, artifact,
                                    context / "apptainer.def"], cwd=context, check=False, env=env, timeout=timeout,
                                   on_line=on_line or (lambda _line: None))
                 if not result.ok:

@@ -70,9 +70,10 @@ class Engine(ABC):
 
     @abstractmethod
     def build(self, context: Path, tag: str, out_dir: Path, on_line: OnLine = None, *,
-              timeout: Optional[float] = None) -> Path:
+              timeout: Optional[float] = None, secrets: Optional[Mapping[str, Path]] = None) -> Path:
         """Build the context's definition and leave the portable artifact in out_dir; past
-        timeout seconds the engine is stopped (proc.TimedOut) and what it made is removed."""
+        timeout seconds the engine is stopped (proc.TimedOut) and what it made is removed.
+        secrets: {id: file} the build steps read at /run/secrets/<id> (never in the image)."""
 
     def make_run_form(self, artifact: Path, out_dir: Path, timeout: Optional[float] = None) -> Optional[Dict]:
         """Leave in out_dir a form of the image any node runs in place from the shared cache, if

@@ -78,7 +78,7 @@ class PodmanEngine(Engine):
         self._load(base.archive, ident.config_digest.split(":", 1)[1], base_reference(base), timeout)
 
     def build(self, context: Path, tag: str, out_dir: Path, on_line: OnLine = None, *,
-              timeout: Optional[float] = None) -> Path:
+              timeout: Optional[float] = None, secrets: Optional[Mapping[str, Path]] = None) -> Path:
         """podman build, then the OCI archive. Its temporary files (buildah's, podman save's) go to a
         private directory removed afterwards; a build that fails or is stopped also loses the
         working containers it left (podman removes them itself only when it finishes a step)."""
@@ -95,12 +95,15 @@ class PodmanEngine(Engine):
 
         with private_tmpdir("stardock-podman-", os.environ.get("TMPDIR") or "/var/tmp", _remove_private_tmp) as tmpdir:
             env = dict(os.environ, TMPDIR=str(tmpdir))
-            return self._build(context, tag, out_dir, env, line, timeout, deadline, before, ours)
+            # a secret's file by its path (RUN --mount=type=secret,id=ID reads it), never its value
+            given = [f"--secret=id={sid},src={path}" for sid, path in sorted((secrets or {}).items())]
+            return self._build(context, tag, out_dir, env, line, timeout, deadline, before, ours, given)
 
     def _build(self, context: Path, tag: str, out_dir: Path, env: Dict[str, str], line: Callable[[str], None],
-               timeout: Optional[float], deadline: Optional[float], before: Set[str], ours: Set[str]) -> Path:
+               timeout: Optional[float], deadline: Optional[float], before: Set[str], ours: Set[str],
+               secrets: Sequence[str] = ()) -> Path:
         try:
-            result = proc.run(["podman", "build", "--pull=never", "--layers", "--force-rm", "--tag", tag,
+            result = proc.run(["podman", "build", "--pull=never", "--layers", "--force-rm", *secrets, "--tag", tag,
                                "--file", context / "Containerfile", context],
                               check=False, env=env, on_line=line, timeout=timeout)
             if not result.ok:

@@ -7,6 +7,9 @@ Differences from the Containerfile that keep the same meaning:
   /.stardock/files and placed in %post exactly where COPY would put them, after the packages.
 - The runscript runs its arguments instead of the default command when given any, like
   Podman's CMD.
+- Build secrets: `apptainer build --bind DIR:/run/secrets:ro` shows them to all of %post (a
+  Containerfile mounts them for the spec's build steps only); a bind needs its mount point in the
+  image, so %setup makes /run/secrets (left empty in the image, as Podman leaves it).
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from stardock_hpc.plan import (
     CONTEXT_SPEC,
     IMAGE_CA,
     IMAGE_SPEC,
+    SECRETS_DIR,
     BuildPlan,
     FilesPlaced,
     PlannedFile,
@@ -65,6 +69,9 @@ def _section(name: str, lines: List[str]) -> List[str]:
 
 def render_apptainer(plan: BuildPlan) -> str:
     out: List[str] = header(plan, "Apptainer definition") + _bootstrap(plan)
+    if plan.secrets:
+        out += _section("%setup", [f"# the mount point of the build secrets ({', '.join(s.id for s in plan.secrets)})",
+                                   f'mkdir -p "$APPTAINER_ROOTFS{SECRETS_DIR}"'])
 
     files = [f"{CONTEXT_CA}/{name} {IMAGE_CA}/{name}" for name in plan.ca_names()]
     files += [f"{src} {dest}" for src, dest in lock_files(plan)]
@@ -91,6 +98,8 @@ def render_apptainer(plan: BuildPlan) -> str:
     for item in plan.build:
         if isinstance(item, ShellRun):
             post.append("# the spec's build steps: one bash shell; each step's exit status decides")
+            if plan.secrets:
+                post.append(f"# build secrets at {SECRETS_DIR}/<id>, bound by the build, never in the image")
             post.append(" ".join(run_argv(item)))
         elif isinstance(item, FilesPlaced):
             post.append("# the spec's files, at this point of the build")

@@ -6,6 +6,8 @@ Differences from the Apptainer definition that keep the same meaning:
 - The image's default user is nobody (65534): non-root by default. Apptainer needs no such
   line: it always runs as the invoking user.
 - CMD is replaced by arguments given at run time; the Apptainer runscript does the same.
+- Build secrets are mounted (tmpfs, never committed) for the spec's own build steps only, one
+  RUN --mount per secret; Apptainer binds them for the whole of %post.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from stardock_hpc.plan import (
     CONTEXT_SPEC,
     IMAGE_CA,
     IMAGE_SPEC,
+    SECRETS_DIR,
     BuildPlan,
     FilesPlaced,
     Layer,
@@ -56,6 +59,11 @@ def _copies(files: Sequence[PlannedFile]) -> List[str]:
     return [f"COPY {json.dumps([f.context_path, copy_word(f.target)], ensure_ascii=False)}" for f in files]
 
 
+def _secret_mounts(plan: BuildPlan) -> str:
+    """RUN's mounts of the spec's secrets (podman build --secret id=ID,src=FILE gives each)."""
+    return "".join(f"--mount=type=secret,id={s.id},target={SECRETS_DIR}/{s.id} \\\n    " for s in plan.secrets)
+
+
 def render_containerfile(plan: BuildPlan) -> str:
     out: List[str] = header(plan, "Containerfile")
     out.append(f"FROM {base_reference(plan.base)}")
@@ -76,7 +84,9 @@ def render_containerfile(plan: BuildPlan) -> str:
         if isinstance(item, ShellRun):
             out.append("# the spec's build steps: one bash shell; each step's exit status decides")
             out.append(f"COPY {json.dumps([item.context_path, item.image_path])}")
-            out.append(f"RUN {json.dumps(run_argv(item))}")
+            if plan.secrets:
+                out.append(f"# build secrets at {SECRETS_DIR}/<id> for these steps only, never in the image")
+            out.append(f"RUN {_secret_mounts(plan)}{json.dumps(run_argv(item))}")
         elif isinstance(item, FilesPlaced):
             out.append("# the spec's files, at this point of the build")
             out += _copies(item.files)

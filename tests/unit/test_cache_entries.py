@@ -155,7 +155,8 @@ def test_publishing_never_lands_on_a_planted_name(cache, tmp_path):
     staged = Path(cache.dir("tmp")) / "stage"
     staged.mkdir()
     (staged / "image.oci.tar").write_bytes(b"image")
-    entry = cache.publish(staged, KEY, {k: v for k, v in meta_for().items() if k != "artifact_sha256"},
+    entry = cache.publish(staged, KEY, {**{k: v for k, v in meta_for().items() if k != "artifact_sha256"},
+                                        "visibility": "public", "visibility_reason": "a test"},
                           keep=["image.oci.tar"])
     assert entry.name.startswith(f"{KEY}-u{UID}.") and len(entry.name.rsplit(".", 1)[1]) == 16
     assert not list((tmp_path / "victim").iterdir()) and cache.lookup(KEY) == entry
