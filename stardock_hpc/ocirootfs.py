@@ -10,7 +10,10 @@ Layers are applied in order with their whiteouts, as unprivileged extraction can
 kept (mksquashfs -all-root makes every file root's), device nodes are skipped. A layer is the
 image's content, which may come from an imported recipe: every path is resolved inside the root
 as a chroot would (a link to /etc leads to ROOT/etc, never out of it), `..` never climbs out,
-and nothing is written through a link.
+and nothing is written through a link. A whiteout names one plain entry of its directory (never
+`.`, `..` or an empty name: `.wh..` would remove the directory itself, `.wh...` its parent, the
+root's being the builder's scratch), and, as the OCI spec says, hides only what lower layers
+put there: what its own layer adds stays, whatever the order of the members.
 """
 from __future__ import annotations
 
@@ -20,9 +23,10 @@ import shutil
 import stat
 import tarfile
 from pathlib import Path
-from typing import IO, Dict, List, Optional
+from typing import IO, Dict, List, Optional, Set
 
 from stardock_hpc.errors import StardockError
+from stardock_hpc.safefs import is_name
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -98,6 +102,7 @@ def _remove(path: Path) -> None:
 
 
 def _apply(root: Path, layer: tarfile.TarFile) -> None:
+    added: Set[Path] = set()  # what this layer made: its own whiteouts do not hide it
     for member in layer:
         name = os.path.normpath("/" + member.name).lstrip("/")
         if not name:
@@ -112,12 +117,20 @@ def _apply(root: Path, layer: tarfile.TarFile) -> None:
                 continue
         if base == OPAQUE:
             for child in list(parent.iterdir()):
-                _remove(child)
+                if child not in added:
+                    _remove(child)
             continue
         if base.startswith(WHITEOUT):
-            _remove(parent / base[len(WHITEOUT):])
+            hidden = base[len(WHITEOUT):]
+            if hidden.startswith(WHITEOUT):
+                continue  # another of the reserved .wh..wh. names (aufs's own): nothing to hide
+            if not is_name(hidden):
+                raise BadLayer(f"the whiteout {member.name!r} names no plain file ({hidden!r})")
+            if parent / hidden not in added:
+                _remove(parent / hidden)
             continue
         target = parent / base
+        added.add(target)
         if member.isdir():
             if not (target.is_dir() and not target.is_symlink()):
                 _remove(target)

@@ -131,3 +131,39 @@ def test_removing_an_unpacked_root_never_goes_through_its_links(tmp_path):
     ocirootfs.squash(arch, tmp_path / "x.sqfs", scratch, mksquashfs)
     assert calls and calls[0][0] == "mksquashfs"
     assert not (scratch / "rootfs").exists() and oct(outside.stat().st_mode & 0o777) == "0o755"
+
+
+@pytest.mark.parametrize("whiteout", [".wh..", ".wh...", ".wh.", "sub/.wh..", "sub/.wh...", "sub/deeper/.wh..."])
+def test_a_whiteout_names_a_plain_entry_and_never_removes_the_root_or_above(tmp_path, whiteout):
+    """`.wh..` names the whiteout's own directory, `.wh...` its parent: at the top of the image,
+    that is the root and the builder's scratch around it (with everything beside the root)."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    (scratch / "beside").write_text("the builder's\n")
+    arch = archive(tmp_path / "a.tar", [
+        [("dir", "sub", ""), ("dir", "sub/deeper", ""), ("file", "sub/deeper/keep", "k"), ("file", "top", "t")],
+        [("file", whiteout, "")],
+    ], [])
+    root = scratch / "rootfs"
+    root.mkdir()
+    with pytest.raises(ocirootfs.BadLayer, match="names no plain file"):
+        ocirootfs.unpack(arch, root)
+    assert (scratch / "beside").read_text() == "the builder's\n"
+    assert (root / "top").read_text() == "t" and (root / "sub/deeper/keep").read_text() == "k"
+
+
+def test_whiteouts_hide_only_what_lower_layers_made(tmp_path):
+    """An opaque whiteout empties its directory of the lower layers' entries, but what its own
+    layer puts there stays, whichever comes first in the tar; a plain whiteout likewise."""
+    arch = archive(tmp_path / "a.tar", [
+        [("dir", "opt", ""), ("file", "opt/old", "o"), ("dir", "etc", ""), ("file", "etc/gone", "g"),
+         ("file", "etc/back", "lower")],
+        [("file", "opt/new-before", "n"), ("file", "opt/.wh..wh..opq", ""), ("file", "opt/new-after", "n"),
+         ("file", "etc/back", "upper"), ("file", "etc/.wh.back", ""), ("file", "etc/.wh.gone", ""),
+         ("file", "etc/.wh..wh.plnk", "")],
+    ], [])
+    root = tmp_path / "root"
+    root.mkdir()
+    ocirootfs.unpack(arch, root)
+    assert files_under(root / "opt") == ["new-after", "new-before"]
+    assert files_under(root / "etc") == ["back"] and (root / "etc/back").read_text() == "upper"
