@@ -382,8 +382,7 @@ def run(launch: Launch, args: List[str], environ: Dict[str, str]) -> int:
         rpc, bin_dir = workdir / "rpc", workdir / "bin"
         rpc.mkdir(mode=0o700)
         steps.make_bin(bin_dir, data_dir("wrappers") / steps.SHIM)
-        server = steps.StepServer(rpc, records_dir, launch, output, ids.label,
-                                  {output_target: output, **{m.target: m.mount().host for m in launch.mounts}})
+        server = steps.StepServer(rpc, records_dir, launch, output, ids.label)
         # what the container gets is held open from here on and proven in the container (binds.py)
         for m in launch.mounts:
             held.append(hold_volume(m))
@@ -480,6 +479,11 @@ def run_task(step_file: Path, program: List[str], environ: Dict[str, str]) -> in
         step = steps.Step.from_json(step_file.read_text())
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log(f"error: cannot read the step {step_file}: {exc}")
+        return 1
+    try:  # srun's --output/--error/--input, opened in the container's view (jobs/stepview.py)
+        steps.open_streams(step, environ)
+    except StardockError as exc:
+        log(f"error: task {environ.get('SLURM_PROCID', '0')}: {exc}")
         return 1
     return run_step_task(step, step_file.parent, program, environ)
 

@@ -15,8 +15,20 @@ private to the job at /.stardock/rpc, and serves it from a thread (StepServer):
 
 The step file (in the user's private records directory, which every node sees) carries the
 launch and the script's environment at the moment srun was called; each task takes it with its
-own SLURM_* and PMI variables from slurmstepd. Nothing the container writes is trusted beyond
-what the user may do anyway: the commands run as the user, in the job.
+own SLURM_* and PMI variables from slurmstepd.
+
+The container is a boundary: what runs in it asks the host for Slurm's steps and facts, and
+nothing else (slurm/steppolicy.py: every option and variable of every command by an allow-list).
+What is enforced here: an option that is not allowed is refused with one message naming it and
+why (exit 2, in the job's log); srun's options naming the tasks' files, working directory and
+environment are taken in the container's view, never handed to the host's srun (--output, --error,
+--input: opened by each task's wrapper without following links, jobs/stepview.py; --multi-prog and
+node list files: read now and copied; --chdir: the tasks' directory in the container; --export:
+the tasks' environment in the container); of the variables the container set or changed, the
+host's command gets only those that stand for an allowed option or are the command's own
+harmless ones (the rest stay in the container), and the host's srun always exports the job's own
+environment to the task wrappers (never one the container chose: LD_PRELOAD or PYTHONPATH there
+would run the container's code on the host).
 """
 from __future__ import annotations
 
@@ -29,17 +41,32 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from stardock_hpc.errors import StardockError
+from stardock_hpc.errors import StardockError, UsageError
+from stardock_hpc.jobs import stepview
 from stardock_hpc.jobs.launch import Launch
+from stardock_hpc.slurm import getopt
 from stardock_hpc.slurm import srun as srun_cli
+from stardock_hpc.slurm.getopt import Option
+from stardock_hpc.slurm.steppolicy import (
+    CLIENTS,
+    IN_CONTAINER,
+    PASS,
+    SRUN_ENV_IN_CONTAINER,
+    SRUN_ENV_PASS,
+    SRUN_OPTIONS,
+    env_problem,
+    scontrol_problem,
+    srun_problem,
+)
 
 SHIM = "stardock-slurm"
-PASSED_THROUGH = ("scontrol", "squeue", "sacct", "sinfo", "sstat", "scancel")
+PASSED_THROUGH = tuple(CLIENTS)  # scontrol, squeue, sacct, sinfo, sstat, scancel
 COMMANDS = ("srun", "sbcast", *PASSED_THROUGH)
 BIN_IN_CONTAINER = "/.stardock/bin"
 RPC_IN_CONTAINER = "/.stardock/rpc"
@@ -47,6 +74,8 @@ REQUEST_RE = re.compile(r"r\.[A-Za-z0-9]{8}")
 SIGNALS = {name: getattr(signal, f"SIG{name}") for name in ("INT", "TERM", "HUP", "USR1", "USR2", "QUIT")}
 # What slurmstepd gives each task (Slurm's variables, PMIx's and PMI2's), over the script's values
 TASK_PREFIXES = ("SLURM", "PMI")
+# stardock's own variables in the container (its output directory, image...): kept whatever --export says
+OWN_PREFIX = "STARDOCK_"
 
 
 def make_bin(directory: Path, shim: Path) -> None:
@@ -69,23 +98,56 @@ class Step:
     cwd: str                  # its working directory in the container
     output: str               # the job's output directory on the host
     label: str                # the job's label (123 or 123_4)
+    # srun's --output, --error, --input as filename patterns in the container's view (absolute),
+    # opened by each task's wrapper (jobs/stepview.py); --open-mode
+    stdout: Optional[str] = None
+    stderr: Optional[str] = None
+    stdin: Optional[str] = None
+    open_mode: Optional[str] = None
 
     def to_json(self) -> str:
         return json.dumps({"launch": json.loads(self.launch.to_json()), "env": self.env, "cwd": self.cwd,
-                           "output": self.output, "label": self.label})
+                           "output": self.output, "label": self.label, "stdout": self.stdout,
+                           "stderr": self.stderr, "stdin": self.stdin, "open_mode": self.open_mode})
 
     @classmethod
     def from_json(cls, text: str) -> Step:
         data = json.loads(text)
         return cls(Launch.from_json(json.dumps(data["launch"])), dict(data["env"]), str(data["cwd"]),
-                   str(data["output"]), str(data["label"]))
+                   str(data["output"]), str(data["label"]), data.get("stdout"), data.get("stderr"),
+                   data.get("stdin"), data.get("open_mode"))
 
 
 def task_env(step_env: Dict[str, str], host_env: Dict[str, str]) -> Dict[str, str]:
-    """The script's environment with each task's own Slurm and PMI variables."""
-    env = {k: v for k, v in step_env.items() if not k.startswith(TASK_PREFIXES)}
+    """The script's environment with each task's own Slurm and PMI variables. A Slurm variable
+    the script set and the task has none of stays (the host's srun never saw it)."""
+    env = {k: v for k, v in step_env.items() if not k.startswith("PMI")}
     env.update({k: v for k, v in host_env.items() if k.startswith(TASK_PREFIXES)})
     return env
+
+
+def open_streams(step: Step, environ: Dict[str, str]) -> None:
+    """In a task's wrapper (jobs/node.py run_task), before its container starts: the step's
+    --output, --error and --input files become this process's standard streams, which the
+    container inherits. srun's rule: without --error, errors go to the --output file too."""
+    places = stepview.view(step.launch, step.output)
+    if step.stdin:
+        fd = stepview.open_task_file(places, step.stdin, environ, False, False)
+        os.dup2(fd, 0)
+        os.close(fd)
+    out = None
+    if step.stdout:
+        out = stepview.open_task_file(places, step.stdout, environ, True,
+                                      stepview.truncates(step.stdout, environ, step.open_mode))
+        os.dup2(out, 1)
+    if step.stderr:
+        fd = out if out is not None and step.stderr == step.stdout else stepview.open_task_file(
+            places, step.stderr, environ, True, stepview.truncates(step.stderr, environ, step.open_mode))
+        os.dup2(fd, 2)
+        if fd != out:
+            os.close(fd)
+    if out is not None:
+        os.close(out)
 
 
 def multi_prog_file(conf: str, prefix: Sequence[str]) -> str:
@@ -120,6 +182,15 @@ def _read(dfd: int, name: str) -> bytes:
         os.close(fd)
 
 
+def _remove(paths: List[Path]) -> None:
+    for path in paths:
+        try:
+            path.unlink()
+        except OSError:
+            pass
+    paths.clear()
+
+
 def _pipe(dfd: int, name: str, flags: int) -> int:
     fd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
     if not stat.S_ISFIFO(os.fstat(fd).st_mode):
@@ -128,14 +199,27 @@ def _pipe(dfd: int, name: str, flags: int) -> int:
     return fd
 
 
+@dataclass
+class HostCommand:
+    """What the host runs for a request: the command line, its environment, its directory."""
+
+    argv: List[str]
+    env: Dict[str, str]
+    cwd: Optional[str]
+
+
 class StepServer:
     """Serves the job's requests (see the module's docstring) until stopped."""
 
     def __init__(self, rpc: Path, steps: Path, launch: Launch, output: Path, label: str,
-                 mounts: Dict[str, Path], python: str = sys.executable,
-                 wrapper: Optional[Path] = None) -> None:
+                 python: str = sys.executable, wrapper: Optional[Path] = None) -> None:
         self.rpc, self.steps, self.launch, self.output, self.label = rpc, steps, launch, output, label
-        self.mounts = mounts          # container path -> host path, for files srun must read
+        self.places = stepview.view(launch, str(output))  # what the container shares with the host
+        # the job's own environment: what the container set or changed is judged against it
+        self.baseline = dict(os.environ)
+        # Slurm's other commands run in an empty directory of the job's that the container does
+        # not see (scontrol update writes slurm_job_<id>_resize.* into its working directory)
+        self.quiet_dir = tempfile.mkdtemp(prefix="commands-", dir=rpc.parent)
         self.python = python
         if wrapper is None:
             from stardock_hpc.resources import data_dir
@@ -189,11 +273,11 @@ class StepServer:
             os.close(dfd)
             return
         code = 127
-        step_file: Optional[Path] = None
+        made: List[Path] = []
         try:
-            command, step_file = self._command(args, env, cwd)
-            child = subprocess.Popen(command, stdin=fds["in"], stdout=fds["out"], stderr=fds["err"],
-                                     env=self._host_env(env), start_new_session=True)
+            command = self._command(args, env, cwd, made)
+            child = subprocess.Popen(command.argv, stdin=fds["in"], stdout=fds["out"], stderr=fds["err"],
+                                     env=command.env, cwd=command.cwd, start_new_session=True)
             for name in ("in", "out", "err"):
                 os.close(fds.pop(name))
             code = self._wait(child, fds["signal"])
@@ -205,12 +289,7 @@ class StepServer:
         finally:
             for fd in fds.values():
                 os.close(fd)
-            if step_file is not None:
-                for leftover in (step_file, step_file.with_suffix(".conf")):
-                    try:
-                        leftover.unlink()
-                    except OSError:
-                        pass
+            _remove(made)
             try:
                 status = _pipe(dfd, "status", os.O_WRONLY)
                 os.write(status, f"{code}\n".encode())
@@ -237,54 +316,146 @@ class StepServer:
             if status is not None:
                 return status if status >= 0 else 128 - status
 
-    def _host_env(self, env: Dict[str, str]) -> Dict[str, str]:
-        """The wrapper's own environment (the batch step's) with the Slurm and srun variables
-        the script set or changed (srun reads its defaults from them)."""
-        host = dict(os.environ)
-        host.update({k: v for k, v in env.items() if k.startswith(("SLURM_", "SRUN_"))})
-        return host
-
-    def _command(self, args: List[str], env: Dict[str, str], cwd: str):
+    def _command(self, args: List[str], env: Dict[str, str], cwd: str, made: List[Path]) -> HostCommand:
+        """What the host runs for a request, judged by slurm/steppolicy.py; the files it makes
+        for the command go into made (removed once it ends)."""
         name, rest = args[0], args[1:]
-        if name in PASSED_THROUGH:
-            return [name, *rest], None
+        changed = {k: v for k, v in env.items() if self.baseline.get(k) != v}
+        for var in sorted(changed):
+            why = env_problem(var)
+            if why:
+                raise UsageError(f"${var} is refused: {why} (it is set in the container)")
+        if name in CLIENTS:
+            return self._client(name, rest, changed)
         if name == "sbcast":
             raise StardockError("sbcast copies files to the nodes' own disks, which the job's containers do not "
                                 "see; put the file in the output directory or a volume (every node sees those)")
         if name != "srun":
             raise StardockError(f"{name} is not served here")
-        split = srun_cli.split(rest)
-        if not split.program:
-            return ["srun", *split.options], None  # --help, --version, --usage
+        try:
+            return self._srun(rest, env, changed, cwd, made)
+        except BaseException:
+            _remove(made)  # a step refused halfway leaves nothing
+            raise
+
+    def _client(self, name: str, rest: List[str], changed: Dict[str, str]) -> HostCommand:
+        client = CLIENTS[name]
+        options, operands, _stop = getopt.parse(client.table, rest)
+        for option in options:
+            if option.name in client.refused:
+                raise UsageError(f"{option.shown()} is refused: {client.refused[option.name]}")
+        why = scontrol_problem(operands, options) if name == "scontrol" else None
+        if why:
+            raise UsageError(why)
+        host = dict(self.baseline)
+        host.update({k: v for k, v in changed.items() if k in client.env})
+        return HostCommand([name, *rest], host, self.quiet_dir)
+
+    def _srun(self, rest: List[str], env: Dict[str, str], changed: Dict[str, str], cwd: str,
+              made: List[Path]) -> HostCommand:
+        host = dict(self.baseline)
+        host.update({k: v for k, v in changed.items() if k in SRUN_ENV_PASS})
+        # variables that stand for an option: judged as that option; the allowed ones reach the
+        # host's srun as they are, the ones taken in the container's view apply to each component
+        in_view: List[Option] = []
+        for option in srun_cli.env_options(changed):
+            var = option.written[1:]
+            why = srun_problem(option)
+            if why:
+                raise UsageError(f"{option.shown()} is refused: {why}")
+            if SRUN_OPTIONS[option.name] == PASS:
+                host[var] = option.value or ""
+            elif option.name != "export":
+                in_view.append(option)
+        # --export's variables apply as srun reads them, set here or not (sbatch --export=NONE sets
+        # SLURM_EXPORT_ENV=NONE for the job's steps)
+        exports = srun_cli.env_options({k: env[k] for k in ("SLURM_EXPORT_ENV", "SRUN_EXPORT_ENV") if k in env})
+        for var in SRUN_ENV_IN_CONTAINER & set(changed):  # SLURM_HOSTFILE: a node list file
+            data = stepview.read_in_view(self.places, changed[var], cwd, f"${var}")
+            host[var] = str(self._private(made, "nodes", data))
+        # the task wrappers get the job's environment, never one the container chose
+        host["SLURM_EXPORT_ENV"] = "ALL"
+        host.pop("SRUN_EXPORT_ENV", None)
+        argv = ["srun"]
+        for n, component in enumerate(srun_cli.components(rest)):
+            if n:
+                argv.append(srun_cli.HET_SEPARATOR)
+            argv += self._component(component, [*exports, *in_view], env, cwd, made)
+        return HostCommand(argv, host, None)
+
+    def _component(self, component: srun_cli.Component, from_env: List[Option], env: Dict[str, str], cwd: str,
+                   made: List[Path]) -> List[str]:
+        """One component of the step: its options for the host's srun, and its step file."""
+        options: List[str] = []
+        taken: Dict[str, Option] = {}  # the ones taken in the container's view: the last one wins
+        for option in [*from_env, *component.options]:
+            why = srun_problem(option)
+            if why:
+                raise UsageError(f"{option.shown()} is refused: {why}")
+            if SRUN_OPTIONS[option.name] == PASS:
+                options += option.tokens
+            elif option.name == "multi-prog":
+                options += option.tokens
+            elif option.name == "jobid":
+                own = self.baseline.get("SLURM_JOB_ID")
+                if option.value != own:
+                    raise UsageError(f"{option.shown()} is refused: it names another job ({option.value}) than this "
+                                     f"one ({own})")
+                options += option.tokens
+            elif option.name in ("nodefile", "nodelist", "exclude"):
+                if option.name != "nodefile" and "/" not in (option.value or ""):
+                    options += option.tokens
+                    continue
+                data = stepview.read_in_view(self.places, option.value or "", cwd, f"the {option.shown()} file")
+                options.append(f"--{option.name}={self._private(made, 'nodes', data)}")
+            else:
+                assert SRUN_OPTIONS[option.name] == IN_CONTAINER
+                taken[option.name] = option
+        chdir = taken.get("chdir")
+        step_cwd = stepview.absolute(chdir.value or "", cwd) if chdir else cwd
+        export = taken.get("export")
+        step_env = srun_cli.exported(export.value if export else None, env)
+        step_env.update({k: v for k, v in env.items() if k.startswith(OWN_PREFIX)})
+        streams: Dict[str, Optional[str]] = {}
+        for name in ("output", "error", "input"):
+            stream = taken.get(name)
+            if stream is None:
+                continue
+            value = stream.value or ""
+            if srun_cli.is_io_mode(value):
+                options.append(f"--{name}={value}")
+                continue
+            why = srun_cli.pattern_problem(value)
+            if why:
+                raise UsageError(f"{stream.shown()} {value!r} is refused: {why}")
+            streams[name], _place = stepview.in_view(self.places, value, step_cwd, name != "input", stream.shown())
+        if streams.get("output") and "error" not in taken:
+            streams["error"] = streams["output"]
+        if not component.program:
+            return options  # --help, --version, --usage; srun refuses a step without a program
+        open_mode = taken.get("open-mode")
+        step = Step(self.launch, step_env, step_cwd, str(self.output), self.label, streams.get("output"),
+                    streams.get("error"), streams.get("input"), open_mode.value if open_mode else None)
+        step_file = self._private(made, "json", step.to_json().encode())
+        prefix = [self.python, str(self.wrapper), "--task", str(step_file)]
+        if not component.multi_prog:
+            return [*options, *prefix, "--", *component.program]
+        conf = stepview.read_in_view(self.places, component.program[0], cwd, "the --multi-prog file")
+        text = multi_prog_file(conf.decode("utf-8", "surrogateescape"), prefix)
+        multi = self._private(made, "conf", text.encode("utf-8", "surrogateescape"))
+        return [*options, str(multi), *component.program[1:]]
+
+    def _private(self, made: List[Path], kind: str, data: bytes) -> Path:
+        """A file of the request's in the user's private records directory (every node sees it),
+        removed when the request ends (or by the job's wrapper, if it is cut short)."""
         with self.lock:
             self.counter += 1
-            step_file = self.steps / f"{self.label}.{os.getpid()}.{self.counter}.step.json"
-        fd = os.open(step_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(Step(self.launch, env, cwd, str(self.output), self.label).to_json())
-        prefix = [self.python, str(self.wrapper), "--task", str(step_file)]
-        if not split.multi_prog:
-            return ["srun", *split.options, *prefix, "--", *split.program], step_file
-        try:
-            conf = self._host_path(split.program[0], cwd, "the --multi-prog file")
-            text = multi_prog_file(conf.read_text(), prefix)
-            multi = step_file.with_suffix(".conf")
-            fd = os.open(multi, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
-        except BaseException:
-            step_file.unlink()
-            raise
-        return ["srun", *split.options, str(multi), *split.program[1:]], step_file
-
-    def _host_path(self, path: str, cwd: str, what: str) -> Path:
-        """A file the script names, on the host: it must be in the output directory or a volume."""
-        full = os.path.normpath(path if path.startswith("/") else os.path.join(cwd, path))
-        for target, host in sorted(self.mounts.items(), key=lambda kv: -len(kv[0])):
-            if full == target or full.startswith(target.rstrip("/") + "/"):
-                return host / os.path.relpath(full, target)
-        raise StardockError(f"{what} {path} is inside the image; put it in the output directory or a volume "
-                            "(srun reads it on the host)")
+            path = self.steps / f"{self.label}.{os.getpid()}.{self.counter}.step.{kind}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        made.append(path)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        return path
 
     def stop(self) -> None:
         try:

@@ -19,7 +19,13 @@ from stardock_hpc.jobs.launch import Launch
 from stardock_hpc.jobs.node import shares_node_network
 from stardock_hpc.jobs.shell import parse_exec_args
 from stardock_hpc.jobs.steps import Step, StepServer, multi_prog_file, task_env
-from stardock_hpc.slurm.srun import split
+from stardock_hpc.slurm.srun import components
+
+
+def split(args):
+    """The one component's options (as written), program and whether it is --multi-prog."""
+    [component] = components(args)
+    return [t for o in component.options for t in o.tokens], component.program, component.multi_prog
 
 PREFIX = ["/usr/bin/python3", "/w/stardock-node", "--task", "/r/42.1.step.json"]
 
@@ -33,8 +39,8 @@ def _launch(**kw) -> Launch:
 @pytest.mark.parametrize("args, options, program", [
     ("-N3 -n6 hostname", ["-N3", "-n6"], ["hostname"]),
     ("-N 3 --ntasks 6 --mpi=pmix prog a -b", ["-N", "3", "--ntasks", "6", "--mpi=pmix"], ["prog", "a", "-b"]),
-    ("-lN3 prog", ["-lN3"], ["prog"]),
-    ("-lN 3 prog", ["-lN", "3"], ["prog"]),
+    ("-lN3 prog", ["-l", "-N3"], ["prog"]),
+    ("-lN 3 prog", ["-l", "-N", "3"], ["prog"]),
     ("--ntasks-per-n=2 prog", ["--ntasks-per-n=2"], ["prog"]),
     ("--ntasks-per-n 2 prog", ["--ntasks-per-n", "2"], ["prog"]),
     ("--label prog", ["--label"], ["prog"]),
@@ -42,18 +48,17 @@ def _launch(**kw) -> Launch:
     ("--exclusive=user prog", ["--exclusive=user"], ["prog"]),
     ("-K prog", ["-K"], ["prog"]),
     ("-K1 prog", ["-K1"], ["prog"]),
-    ("-- prog --x", ["--"], ["prog", "--x"]),
+    ("-- prog --x", [], ["prog", "--x"]),
     ("--version", ["--version"], []),
 ])
 def test_split_tells_srun_options_from_the_program(args, options, program):
-    got = split(args.split())
-    assert (got.options, got.program, got.multi_prog) == (options, program, False)
+    assert split(args.split()) == (options, program, False)
 
 
 def test_multi_prog_takes_the_configuration_file_as_the_program():
     got = split(["-n2", "--multi-prog", "conf.txt"])
     assert got == (["-n2", "--multi-prog"], ["conf.txt"], True)
-    assert split(["--multi", "conf.txt"]).multi_prog
+    assert split(["--multi", "conf.txt"])[2]
 
 
 def test_an_ambiguous_abbreviation_names_the_candidates():
@@ -70,6 +75,7 @@ def test_an_ambiguous_abbreviation_names_the_candidates():
     (["--nodes"], "requires an argument"),
     (["-Y", "prog"], "invalid option"),
     (["--label=yes", "prog"], "doesn't allow an argument"),
+    (["-Y", "prog"], "invalid option -- 'Y'"),
 ])
 def test_bad_srun_options_are_usage_errors(args, message):
     with pytest.raises(UsageError, match=message):
@@ -116,49 +122,54 @@ def server(tmp_path):
     (tmp_path / "steps").mkdir()
     (tmp_path / "out").mkdir()
     srv = StepServer(tmp_path / "rpc", tmp_path / "steps", _launch(), tmp_path / "out", "42",
-                     {"/data/output": tmp_path / "out"}, python="/usr/bin/python3", wrapper=Path("/w/stardock-node"))
+                     python="/usr/bin/python3", wrapper=Path("/w/stardock-node"))
     yield srv
     srv.stop()
 
 
+def command(server, args, env=None, cwd="/"):
+    """What the server runs for a request from the container, and the files it made for it."""
+    made = []
+    return server._command(args, {} if env is None else env, cwd, made), made
+
+
 def test_srun_runs_the_wrapper_with_a_private_step_file(server, tmp_path):
     env = {"PATH": "/opt/bin", "SLURM_NTASKS": "2"}
-    argv, step_file = server._command(["srun", "-N2", "hostname"], env, "/data/work")
+    host, [step_file] = command(server, ["srun", "-N2", "hostname"], env, "/data/work")
     assert stat.S_ISFIFO(os.stat(tmp_path / "rpc" / "requests").st_mode)
-    assert argv == ["srun", "-N2", "/usr/bin/python3", "/w/stardock-node", "--task", str(step_file), "--",
-                    "hostname"]
+    assert host.argv == ["srun", "-N2", "/usr/bin/python3", "/w/stardock-node", "--task", str(step_file), "--",
+                         "hostname"]
     assert step_file.parent == tmp_path / "steps" and step_file.exists()
     assert stat.S_IMODE(os.stat(step_file).st_mode) == 0o600
     step = Step.from_json(step_file.read_text())
     assert (step.env, step.cwd, step.output, step.label) == (env, "/data/work", str(tmp_path / "out"), "42")
     assert step.launch == server.launch
-    argv2, step_file2 = server._command(["srun", "true"], env, "/")
-    assert step_file2 != step_file and str(step_file2) in argv2
+    host2, [step_file2] = command(server, ["srun", "true"], env, "/")
+    assert step_file2 != step_file and str(step_file2) in host2.argv
 
 
 def test_other_commands_pass_through_or_are_refused(server, tmp_path):
-    assert server._command(["scontrol", "show", "hostnames"], {}, "/") == (["scontrol", "show", "hostnames"], None)
-    assert server._command(["srun", "--version"], {}, "/") == (["srun", "--version"], None)
+    assert command(server, ["scontrol", "show", "hostnames"])[0].argv == ["scontrol", "show", "hostnames"]
+    assert command(server, ["srun", "--version"])[0].argv == ["srun", "--version"]
     with pytest.raises(StardockError, match="output directory"):
-        server._command(["sbcast", "a", "b"], {}, "/")
+        command(server, ["sbcast", "a", "b"])
     with pytest.raises(StardockError):
-        server._command(["sbatch", "x"], {}, "/")
+        command(server, ["sbatch", "x"])
     assert list((tmp_path / "steps").iterdir()) == []
 
 
 def test_a_multi_prog_file_is_read_on_the_host_and_rewritten(server, tmp_path):
     (tmp_path / "out" / "conf").write_text("0-1 hostname\n")
-    argv, step_file = server._command(["srun", "-n2", "--multi-prog", "conf"], {}, "/data/output")
-    assert argv[:3] == ["srun", "-n2", "--multi-prog"] and len(argv) == 4
-    conf = Path(argv[3])
+    host, [step_file, conf] = command(server, ["srun", "-n2", "--multi-prog", "conf"], {}, "/data/output")
+    assert host.argv == ["srun", "-n2", "--multi-prog", str(conf)]
     assert conf != tmp_path / "out" / "conf" and conf.parent == tmp_path / "steps"
     assert stat.S_IMODE(os.stat(conf).st_mode) == 0o600
     assert shlex.split(conf.read_text()) == ["0-1", "/usr/bin/python3", "/w/stardock-node", "--task",
                                              str(step_file), "--", "hostname"]
-    with pytest.raises(StardockError, match="inside the image"):
-        server._command(["srun", "--multi-prog", "/opt/conf"], {}, "/data/output")
-    with pytest.raises(StardockError, match="inside the image"):
-        server._command(["srun", "--multi-prog", "../conf"], {}, "/data/output")
+    with pytest.raises(StardockError, match="which the node does not see"):
+        command(server, ["srun", "--multi-prog", "/opt/conf"], {}, "/data/output")
+    with pytest.raises(StardockError, match="which the node does not see"):
+        command(server, ["srun", "--multi-prog", "../conf"], {}, "/data/output")
 
 
 @pytest.mark.parametrize("options, network", [
