@@ -22,13 +22,12 @@ from tbcommon import (
     ETC,
     LOG,
     MARIADB_PORT,
-    OTHER_USER,
     REST_PORT,
     REST_USER,
     RUN,
+    SCIENTISTS,
     SLURM_USER,
     STATE,
-    TEST_USER,
     TestbedError,
     pid_alive,
     run,
@@ -101,6 +100,9 @@ AccountingStoragePort=6819
 AccountingStorageTRES=cpu,mem,node,billing
 JobCompType=jobcomp/none
 SchedulerType=sched/backfill
+# A job is scheduled when it is submitted (default: batch jobs wait up to batch_sched_delay, 3 s,
+# for the next pass); short jobs fit between others (backfill needs a time limit: DefaultTime).
+SchedulerParameters=batch_sched_delay=0,sched_min_interval=0,bf_interval=1,bf_resolution=1
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=512
@@ -111,8 +113,8 @@ InactiveLimit=0
 MinJobAge=600
 KillWait=10
 {node_lines}
-PartitionName=debug Nodes={all_nodes} Default=YES MaxTime=INFINITE State=UP
-PartitionName=batch Nodes={all_nodes} Default=NO MaxTime=7-00:00:00 State=UP
+PartitionName=debug Nodes={all_nodes} Default=YES DefaultTime=60 MaxTime=INFINITE State=UP
+PartitionName=batch Nodes={all_nodes} Default=NO DefaultTime=60 MaxTime=7-00:00:00 State=UP
 """
 
 
@@ -315,7 +317,7 @@ def init_accounting() -> None:
     if ACCOUNT not in sacctmgr("list", "account", "format=account").split():
         sacctmgr("add", "account", ACCOUNT, "Description=testbed scientists", "Organization=stardock")
     have = set(sacctmgr("list", "user", "format=user").split())
-    for user in (TEST_USER, OTHER_USER):
+    for user in SCIENTISTS:
         if user not in have:
             sacctmgr("add", "user", user, f"account={ACCOUNT}", f"DefaultAccount={ACCOUNT}")
 

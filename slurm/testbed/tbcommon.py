@@ -19,6 +19,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 TEST_USER = "stardock"        # the scientist the tests act as
 OTHER_USER = "stardock2"      # a second scientist (shared-cache tests)
+# The integration tests run in lanes, side by side, each as a scientist of its own with a second
+# scientist of its own (the attacker of its attack tests): what one lane's tests make and compare
+# (jobs, entries, engine state, records) is never another lane's.
+LANES = ((TEST_USER, OTHER_USER), ("stardock3", "stardock4"))
+SCIENTISTS = tuple(user for lane in LANES for user in lane)
 REST_USER = "slurmrest"       # slurmrestd refuses to run as root
 SLURM_USER = "slurm"          # created by Debian's slurm packages
 CLUSTER = "stardock"

@@ -25,10 +25,9 @@ from typing import Dict, List, Optional
 from tbcommon import (
     ETC,
     LOG,
-    OTHER_USER,
     RUN,
     STATE,
-    TEST_USER,
+    SCIENTISTS,
     TestbedError,
     pid_alive,
     run,
@@ -37,8 +36,6 @@ from tbcommon import (
     wait_for,
     write_if_changed,
 )
-
-SCIENTISTS = (TEST_USER, OTHER_USER)
 
 BRIDGE = "sdbr0"
 NET = "10.66.0"

@@ -12,13 +12,13 @@ import pwd
 import subprocess
 from pathlib import Path
 
-from tbcommon import ETC, OTHER_USER, TEST_USER, run, write_if_changed
+from tbcommon import ETC, SCIENTISTS, run, write_if_changed
 
 PORT = 2222
 HOST_KEY = ETC / "ssh" / "ssh_host_ed25519_key"
 CONFIG = ETC / "sshd_config"
 ALIAS = "stardock-testbed-login"
-USERS = (TEST_USER, OTHER_USER)
+USERS = SCIENTISTS
 
 
 def sshd_config() -> str:

@@ -8,16 +8,15 @@ import shutil
 import stat
 from pathlib import Path
 
-from tbcommon import OTHER_USER, REST_USER, TEST_USER, TestbedError, run, runtime_dir, say, write_if_changed
+from tbcommon import LANES, REST_USER, SCIENTISTS, TestbedError, run, runtime_dir, say, write_if_changed
 
-SCIENTISTS = (TEST_USER, OTHER_USER)
 SHM = Path("/dev/shm")
-GROUP = "astro"  # both scientists; the testbed site trusts images its members build
-# The tests act as the second scientist too (shared-cache and trust tests): the test user may
-# run commands as that user, and only as that user.
+GROUP = "astro"  # every scientist; the testbed site trusts images its members build
+# The tests act as the second scientist too (shared-cache and trust tests): each lane's test user
+# may run commands as its lane's second user, and only as that user.
 SUDOERS = Path("/etc/sudoers.d/stardock-testbed")
-SUDOERS_TEXT = f"# stardock-hpc testbed: the test user may act as the second test user\n" \
-               f"{TEST_USER} ALL=({OTHER_USER}) NOPASSWD: ALL\n"
+SUDOERS_TEXT = "# stardock-hpc testbed: each lane's test user may act as its lane's second test user\n" + \
+    "".join(f"{user} ALL=({other}) NOPASSWD: ALL\n" for user, other in LANES)
 
 # Podman 4.3's default runtime crun refuses hybrid cgroup v1; runc works. Without systemd there
 # is no journald or systemd cgroup manager. Native overlay is far faster than the vfs default.
