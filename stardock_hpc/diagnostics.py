@@ -16,6 +16,7 @@ from stardock_hpc import __version__, proc
 from stardock_hpc.cache import Cache
 from stardock_hpc.catalog import load_catalog
 from stardock_hpc.errors import StardockError
+from stardock_hpc.jobs.mounts import check_owners
 from stardock_hpc.jobs.submit import RUNTIME_SHIM
 from stardock_hpc.resources import data_dir
 from stardock_hpc.schedulers import scheduler_class
@@ -51,7 +52,11 @@ def run_checks(site: Site) -> List[Check]:
             checks.append(("fail", f"volume {name}", f"cannot expand {volume.path}: {exc}"))
             continue
         if path.is_dir():
-            checks.append(("ok", f"volume {name}", f"{path} ({volume.mode})"))
+            try:  # a per-user directory someone else made first (jobs/mounts.py refuses it)
+                check_owners(volume, user, str(path))
+                checks.append(("ok", f"volume {name}", f"{path} ({volume.mode})"))
+            except StardockError as exc:
+                checks.append(("fail", f"volume {name}", exc.message))
         else:
             checks.append(("warn" if "{" in volume.path else "fail", f"volume {name}",
                            f"{path} does not exist"))

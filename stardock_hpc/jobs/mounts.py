@@ -9,21 +9,28 @@ carries the volume's real root and the real sub-path, with no link left in it. O
 wrapper walks them again without following any link and holds the directory open, and the
 container checks that what the engine bound is that very directory (jobs/binds.py): a sub-path
 swapped for a link, or for another directory, after submission is refused, never followed.
+
+A volume whose path is per user (`/scratch/{user}`) often sits in a directory everybody may write
+(a sticky /scratch): another user can make `/scratch/alice` before alice does and read or plant
+what her jobs write there. So each directory the user's part of the path names must belong to
+the user, or to root (an admin made it); anyone else's is refused, naming the volume and the owner.
 """
 from __future__ import annotations
 
 import os
 import posixpath
+import pwd
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
 from stardock_hpc.engines.base import Mount
 from stardock_hpc.errors import UsageError
-from stardock_hpc.site import Site
+from stardock_hpc.site import Site, Volume, expand_path
 
 # Engines split bind specifications on these (podman --mount on ',', apptainer on ',' and ':').
 UNSAFE = (",", ":")
+PER_USER = ("{user}", "{uid}", "{home}")   # placeholders that make a volume path the user's own
 
 
 @dataclass(frozen=True)
@@ -90,10 +97,13 @@ def parse_mount(text: str, site: Site, user: str) -> VolumeMount:
     if any(c in sub for c in "\n\0"):
         raise UsageError(f"{where}: a mounted path cannot hold a newline or NUL")
     root = volume.host_path(user)
+    check_owners(volume, user, where)
     try:
         real_root = root.resolve(strict=True)
     except (OSError, RuntimeError):
         raise UsageError(f"{where}: the volume's directory {root} does not exist") from None
+    if _per_user(volume):
+        _owned(real_root, volume, user, where)
     if unsafe_in(str(real_root)):
         raise UsageError(f"{where}: the site's path {real_root} holds ',' or ':', which engines cannot bind")
     host = root.joinpath(*parts)
@@ -115,6 +125,46 @@ def parse_mount(text: str, site: Site, user: str) -> VolumeMount:
     target = posixpath.join(site.mount_root, name, *parts)
     real_sub = "/".join(real.relative_to(real_root).parts)
     return VolumeMount(real_root, real_sub, target, readonly, name, text)
+
+
+def _per_user(volume: Volume) -> int:
+    """How many components of the volume's path lead to its first per-user one (0: none is)."""
+    parts = volume.path.split("/")
+    return next((i for i, p in enumerate(parts) if any(f in p for f in PER_USER)), -1) + 1
+
+
+def check_owners(volume: Volume, user: str, where: str) -> None:
+    """Each directory of a per-user volume path, from its first per-user component on, belongs to
+    the user or to root (links are judged as themselves: a link someone else made is refused too)."""
+    first = _per_user(volume)
+    if not first:
+        return
+    parts = volume.path.split("/")
+    for i in range(first, len(parts) + 1):
+        if not parts[i - 1]:
+            continue
+        path = expand_path("/".join(parts[:i]), user)
+        try:
+            os.lstat(path)
+        except FileNotFoundError:
+            return  # the caller says that it does not exist
+        except OSError:
+            continue
+        _owned(path, volume, user, where)
+
+
+def _owned(path: Path, volume: Volume, user: str, where: str) -> None:
+    uid = pwd.getpwnam(user).pw_uid
+    owner = os.lstat(path).st_uid
+    if owner in (uid, 0):
+        return
+    try:
+        name = pwd.getpwuid(owner).pw_name
+    except KeyError:
+        name = f"uid {owner}"
+    raise UsageError(f"{where}: volume {volume.name!r} is each user's own ({volume.path}), but {path} belongs to "
+                     f"{name}, not to {user}: somebody else made it first, so it is not used",
+                     hint=f"ask the site's admins to remove {path} (or give it to {user})")
 
 
 def parse_mounts(texts: Sequence[str], site: Site, user: str) -> List[VolumeMount]:
