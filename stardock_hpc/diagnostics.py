@@ -72,7 +72,23 @@ def run_checks(site: Site) -> List[Check]:
     except StardockError as exc:
         checks.append(("fail", "catalog entries", str(exc)))
     checks += _node_start(site)
+    checks += _staging(site)
     checks += scheduler_class(site.scheduler.backend).site_checks(site)
+    return checks
+
+
+def _staging(site: Site) -> List[Check]:
+    """Where --input may fetch from and --deliver may send to (a #STARDOCK line of a script someone
+    else wrote asks the same: the policy is all that stands between them and the user's files)."""
+    inputs, deliveries = site.policy.inputs, site.policy.deliveries
+    where = f"{', '.join(inputs.schemes)} from {', '.join(inputs.hosts) or 'any host'}"
+    checks: List[Check] = [("warn" if "file" in inputs.schemes else "ok", "--input", where + (
+        "; file: reads the nodes' files as the user (policy.inputs.schemes)" if "file" in inputs.schemes else ""))]
+    to = ", ".join(deliveries.hosts) or "no host (volumes only)"
+    checks.append(("warn" if "*" in deliveries.hosts else "ok", "--deliver",
+                   f"{', '.join(deliveries.schemes)} to {to}" + ("; '*' lets a job send its outputs anywhere "
+                                                              "(policy.deliveries.hosts)" if "*" in deliveries.hosts
+                                                              else "")))
     return checks
 
 

@@ -112,12 +112,25 @@ class Limits:
 
 @dataclass(frozen=True)
 class InputsPolicy:
-    """policy.inputs: what a job's --input may fetch (jobs/staging.py)."""
+    """policy.inputs: what a job's --input may fetch (jobs/staging.py). file: is off unless the
+    site lists it: a #STARDOCK line in a script someone else wrote would otherwise hand the
+    user's own files to the job."""
 
-    schemes: Tuple[str, ...] = ("http", "https", "file")
+    schemes: Tuple[str, ...] = ("http", "https")
     hosts: Tuple[str, ...] = ()     # host names (*.example.org: any below it); empty: any host
     max_bytes: str = "10G"          # the most one input may be
     retries: int = 3                # attempts after the first (inputs and deliveries), with backoff
+    cache_max: str = "10G"          # the user's download cache on a node (least recently used first); 0: none
+
+
+@dataclass(frozen=True)
+class DeliveriesPolicy:
+    """policy.deliveries: where a job's --deliver URL may send its outputs (jobs/staging.py). With
+    no network in the container, a delivery is the job's way out: no host is allowed unless the
+    site lists it (`*` for any). Deliveries to site volumes follow the volume map."""
+
+    schemes: Tuple[str, ...] = ("http", "https")
+    hosts: Tuple[str, ...] = ()     # host names, *.example.org, or *; empty: no URL deliveries
 
 
 @dataclass(frozen=True)
@@ -129,6 +142,7 @@ class Policy:
     limits: Limits = Limits()
     build_timeout: str = DEFAULT_BUILD_TIMEOUT   # a build running longer is stopped (Slurm time format)
     inputs: InputsPolicy = InputsPolicy()
+    deliveries: DeliveriesPolicy = DeliveriesPolicy()
 
 
 @dataclass(frozen=True)
@@ -278,8 +292,9 @@ def site_type() -> Obj:
                                  default=DEFAULT_BUILD_TIMEOUT),
             "inputs": Key(Obj({
                 "schemes": Key(ListOf(Str(choices=("http", "https", "file")),
-                                      "The URL schemes a job's --input may use.", unique=True),
-                               default=("http", "https", "file")),
+                                      "The URL schemes a job's --input may use (file: the nodes' files, "
+                                      "read as the user; off unless listed).", unique=True),
+                               default=("http", "https")),
                 "hosts": Key(ListOf(Str(pattern=r"(?:\*\.)?[A-Za-z0-9.-]{1,253}",
                                         pattern_help="a host name, or *.domain for any host below it"),
                                     "The hosts a job's --input may fetch from (empty: any).", unique=True),
@@ -288,9 +303,23 @@ def site_type() -> Obj:
                                  default="10G"),
                 "retries": Key(Int("Attempts after the first of a failing download or delivery (with backoff).",
                                    minimum=0, maximum=10), default=3),
-            }, make=lambda schemes, hosts, max_bytes, retries: InputsPolicy(tuple(schemes), tuple(hosts), max_bytes,
-                                                                            retries)),
+                "cache_max": Key(Str("The most a user's download cache on a node holds (least recently used "
+                                     "files go first; 0: nothing is kept).", pattern=MEM_RE, pattern_help="e.g. 10G"),
+                                 default="10G"),
+            }, make=lambda schemes, hosts, max_bytes, retries, cache_max: InputsPolicy(
+                tuple(schemes), tuple(hosts), max_bytes, retries, cache_max)),
                           default=InputsPolicy()),
+            "deliveries": Key(Obj({
+                "schemes": Key(ListOf(Str(choices=("http", "https")),
+                                      "The URL schemes a job's --deliver may use.", unique=True),
+                               default=("http", "https")),
+                "hosts": Key(ListOf(Str(pattern=r"\*|(?:\*\.)?[A-Za-z0-9.-]{1,253}",
+                                        pattern_help="a host name, *.domain for any host below it, or * for any"),
+                                    "The hosts a job's --deliver URL may send its outputs to (empty: none; "
+                                    "deliveries to volumes follow the volume map).", unique=True),
+                             default=()),
+            }, make=lambda schemes, hosts: DeliveriesPolicy(tuple(schemes), tuple(hosts))),
+                              default=DeliveriesPolicy()),
         }, make=lambda **kw: Policy(**kw)), default=Policy()),
         "trusted_builders": Key(Obj({
             "users": Key(ListOf(Str(pattern=USER_RE, pattern_help="a user name")), default=()),
@@ -488,7 +517,9 @@ def site_from_settings(data: Dict[str, Any], path: Optional[Path], source: str, 
                       pip=pol["pip"], limits=Limits(lim["mem"], lim["cpus"], lim["time"], lim["pids"]),
                       build_timeout=pol["build_timeout"],
                       inputs=InputsPolicy(tuple(inp["schemes"]), tuple(inp["hosts"]), inp["max_bytes"],
-                                          inp["retries"])),
+                                          inp["retries"], inp["cache_max"]),
+                      deliveries=DeliveriesPolicy(tuple(pol["deliveries"]["schemes"]),
+                                                  tuple(pol["deliveries"]["hosts"]))),
         trusted_builders=Trust(tuple(trust["users"]), tuple(trust["groups"])),
         path=path, source=source, explicit=frozenset(explicit))
 
@@ -526,7 +557,10 @@ def site_settings(site: Site) -> Dict[str, Any]:
                               "time": site.policy.limits.time, "pids": site.policy.limits.pids},
                    "build_timeout": site.policy.build_timeout,
                    "inputs": {"schemes": list(site.policy.inputs.schemes), "hosts": list(site.policy.inputs.hosts),
-                              "max_bytes": site.policy.inputs.max_bytes, "retries": site.policy.inputs.retries}},
+                              "max_bytes": site.policy.inputs.max_bytes, "retries": site.policy.inputs.retries,
+                              "cache_max": site.policy.inputs.cache_max},
+                   "deliveries": {"schemes": list(site.policy.deliveries.schemes),
+                                  "hosts": list(site.policy.deliveries.hosts)}},
         "trusted_builders": {"users": list(site.trusted_builders.users),
                              "groups": list(site.trusted_builders.groups)},
     }

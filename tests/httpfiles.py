@@ -1,10 +1,12 @@
 """A real HTTP server in a thread for tests of --input and --deliver (jobs/staging.py): files to
-GET by path, paths that fail a number of times first, PUT bodies kept with their digest headers."""
+GET by path, paths that fail a number of times first, PUT bodies kept with their digest headers,
+paths that want HTTP Basic credentials, and the Authorization header of every request kept."""
 from __future__ import annotations
 
+import base64
 import http.server
 import threading
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 
 class HttpFiles:
@@ -16,6 +18,8 @@ class HttpFiles:
         self.put: Dict[str, tuple] = {}
         self.hits: Dict[str, int] = {}
         self.redirect: Dict[str, str] = {}   # path -> where a GET of it is sent (302)
+        self.need_auth: Dict[str, str] = {}  # path -> "user:password" it wants (401 otherwise)
+        self.auth: Dict[str, List[Optional[str]]] = {}  # path -> the Authorization header of each request
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -24,6 +28,15 @@ class HttpFiles:
 
             def _fail(self) -> bool:
                 server.hits[self.path] = server.hits.get(self.path, 0) + 1
+                given = self.headers.get("Authorization")
+                server.auth.setdefault(self.path, []).append(given)
+                wanted = server.need_auth.get(self.path)
+                if wanted is not None and given != "Basic " + base64.b64encode(wanted.encode()).decode():
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="test"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return True
                 codes = server.fail.get(self.path)
                 if codes:
                     self.send_error(codes.pop(0))

@@ -7,6 +7,8 @@ import random
 import struct
 from pathlib import Path
 
+from tbnodes import CONTROLLER_ADDR
+
 from tbcommon import ETC, REST_PORT, STATE, write_if_changed
 
 VOLUMES = STATE / "volumes"
@@ -45,6 +47,8 @@ ca_certificates:
 policy:
   network: false
   custom_build: true
+  deliveries:                 # --deliver by URL: the login side's address on the nodes' network (tests)
+    hosts: [{CONTROLLER_ADDR}]
 trusted_builders:
   groups: [astro]
 """

@@ -1,9 +1,11 @@
 """`stardock status|logs|cancel|outputs|shell`: the job lifecycle after submission (sbatch.py submits)."""
 from __future__ import annotations
 
+import codecs
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import click
 
@@ -15,6 +17,7 @@ from stardock_hpc.jobs.shell import parse_exec_args, parse_shell_args, run_exec,
 from stardock_hpc.safefs import printable
 from stardock_hpc.site import load_site
 from stardock_hpc.slurm.values import TERMINAL
+from stardock_hpc.urls import redact_url, redact_urls_in
 
 
 def warn(message: str) -> None:
@@ -40,17 +43,50 @@ def status(jobs, as_json: bool) -> None:
         click.echo(f"{r['job']:<12}{r['state']:<15}{r['exit_code'] or '':<7}{r['elapsed'] or '':<11}"
                    f"{r['max_rss'] or '-':<10}{(r['environment'] or '-')[:21]:<22}{mounts}")
         for d in r.get("deliveries") or []:  # --deliver: where the outputs went, or why not
-            done = f"delivered to {d.get('where')} (sha256 {str(d.get('sha256'))[:16]}...)" if d.get("ok") else \
-                f"NOT delivered: {d.get('error')}"
-            click.echo(printable(f"{'':<12}output {d.get('dest')}: {done}"))
+            done = f"delivered to {redact_url(d.get('where'))} (sha256 {str(d.get('sha256'))[:16]}...)" \
+                if d.get("ok") else f"NOT delivered: {redact_urls_in(d.get('error'))}"
+            click.echo(printable(f"{'':<12}output {redact_url(d.get('dest'))}: {done}"))
+
+
+# What a terminal takes for commands rather than text: C0 controls but newline and tab (ESC starts
+# the sequences that move the cursor, set the title, rewrite the screen or the clipboard), DEL, C1
+# controls (U+009B is an 8-bit CSI), and the bidirectional overrides that show text reordered.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F) if c not in (0x09, 0x0A)}
+_CONTROLS.update({c: f"\\x{c:02x}" for c in range(0x80, 0xA0)})
+_CONTROLS.update({c: f"\\u{c:04x}" for c in (0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))})
+
+
+def terminal_text(text: str) -> str:
+    """A job's output as `stardock logs` shows it: every control sequence shown as escapes (\\x1b),
+    newlines and tabs kept; the job writes what it likes, but it cannot steer the user's terminal."""
+    return text.translate(_CONTROLS)
+
+
+def _writer(raw: bool) -> Callable[[bytes, bool], None]:
+    """Where `stardock logs` writes: the bytes as they are (--raw), or decoded (UTF-8, a character
+    split between two reads kept for the next) and escaped."""
+    if raw:
+        def write_raw(chunk: bytes, _final: bool = False) -> None:
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+        return write_raw
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def write(chunk: bytes, final: bool = False) -> None:
+        click.echo(terminal_text(decoder.decode(chunk, final=final)), nl=False)
+    return write
 
 
 @click.command()
 @click.argument("job")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing as the job writes, until it ends.")
+@click.option("--raw", is_flag=True, help="The output's bytes as they are, terminal control sequences included.")
 @common_options
-def logs(job: str, follow: bool) -> None:
-    """Print a job's output file."""
+def logs(job: str, follow: bool, raw: bool) -> None:
+    """Print a job's output file.
+
+    Terminal control sequences in it are shown escaped (\\x1b...), newlines and tabs kept; --raw
+    prints its bytes as they are."""
     split_job_id(job)
     site = load_site(state().site)
     where = scheduler_for(job, site).stdout_path(job)
@@ -59,14 +95,16 @@ def logs(job: str, follow: bool) -> None:
                          hint="its output file is named by the job's --output (default slurm-JOBID.out)")
     path = Path(where)
     position = 0
+    write = _writer(raw)
     while True:
         if path.exists():
             with open(path, "rb") as fh:
                 fh.seek(position)
                 chunk = fh.read()
                 position += len(chunk)
-                click.echo(chunk.decode(errors="replace"), nl=False)
+                write(chunk, False)
         if not follow:
+            write(b"", True)  # the end: a character left incomplete shows as U+FFFD
             return
         rows = job_report(job, site)
         if rows and all(r["state"] in TERMINAL for r in rows):

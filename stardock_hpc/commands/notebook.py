@@ -11,6 +11,7 @@ import click
 
 from stardock_hpc.commands.options import echo_json, state
 from stardock_hpc.errors import UsageError
+from stardock_hpc.urls import redact_url
 
 USAGE = """JupyterLab in your environment as a Slurm job, next to the data, reached through this login node.
 
@@ -65,7 +66,8 @@ def run(argv: List[str]) -> None:
                 click.echo("no notebooks")
             for row in [] if opts.as_json else rows:
                 here = "" if row["reachable_here"] else f"  (not from here: stardock notebook connect {row['job']})"
-                click.echo(f"{row['job']:<10}{row['state']:<12}{row['node'] or '-':<12}{row['url']}{here}")
+                # the token only where asked for (connect): a listing is shown, shared, pasted
+                click.echo(f"{row['job']:<10}{row['state']:<12}{row['node'] or '-':<12}{redact_url(row['url'])}{here}")
             return
         if len(rest) != 1:
             raise UsageError(f"stardock notebook {verb}: give one JOBID")

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 from stardock_hpc import proc
-from stardock_hpc.jobs.request import apply_directives, parse_command_line
-from stardock_hpc.jobs.submit import prepare, submit
+from stardock_hpc.jobs.request import SubmitRequest, apply_directives, parse_command_line
+from stardock_hpc.jobs.submit import Prepared, prepare, submit
 from stardock_hpc.schedulers import get_scheduler
 from stardock_hpc.site import load_site
 
@@ -45,7 +45,7 @@ def run(argv: List[str], site_option: Optional[str] = None) -> None:
     prepared = prepare(req, site, None if parsable else (lambda line: err(f"  | {line}")),
                        say=lambda msg: err(f"stardock: {msg}"))
     if req.dry_run:
-        sys.stdout.write(prepared.script)
+        sys.stdout.write(shown_script(req, prepared))
         return
     scheduler, source = get_scheduler(req.backend, site)
     if req.debug:
@@ -63,6 +63,22 @@ def run(argv: List[str], site_option: Optional[str] = None) -> None:
     else:
         where = f" on cluster {submitted.cluster}" if submitted.cluster else ""
         print(f"Submitted batch job {submitted.job_id}{where}")
+
+
+def shown_script(req: SubmitRequest, prepared: Prepared) -> str:
+    """The job script as --dry-run prints it: the one submitted, but with the URLs of --input and
+    --deliver redacted (their credentials stay out of whatever the output is pasted into)."""
+    launch = prepared.launch
+    if not launch.inputs and not launch.deliver:
+        return prepared.script
+    from dataclasses import replace
+
+    from stardock_hpc.jobs.script import render_job_script
+    from stardock_hpc.jobs.staging import redacted_json
+
+    assert req.script is not None
+    return render_job_script(req.script, replace(launch, inputs=redacted_json(launch.inputs),
+                                                 deliver=redacted_json(launch.deliver)))
 
 
 def click_command() -> Any:

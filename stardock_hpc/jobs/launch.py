@@ -41,8 +41,11 @@ class Launch:
     inputs: List[Dict[str, Any]] = field(default_factory=list)    # --input (jobs/staging.py JobInput)
     deliver: List[Dict[str, Any]] = field(default_factory=list)   # --deliver (jobs/staging.py Delivery)
     input_max_bytes: str = "10G"
-    input_schemes: List[str] = field(default_factory=lambda: ["http", "https", "file"])  # where a redirect may go
+    input_schemes: List[str] = field(default_factory=lambda: ["http", "https"])  # policy.inputs, on the node too
     input_hosts: List[str] = field(default_factory=list)
+    input_cache_max: str = "10G"          # the user's download cache on a node (policy.inputs.cache_max)
+    deliver_schemes: List[str] = field(default_factory=lambda: ["http", "https"])  # policy.deliveries
+    deliver_hosts: List[str] = field(default_factory=list)
     retries: int = 3                      # of a download or a delivery (policy.inputs.retries)
     notebook_token: str = ""              # stardock notebook: its server's token (jobs/notebook.py)
     format: int = FORMAT

@@ -452,7 +452,8 @@ def stage_inputs(launch: Launch, workdir: Path, record: Dict) -> Held:
     try:
         record["inputs"] = fetch_inputs([JobInput.from_json(i) for i in launch.inputs], directory, cache,
                                         size_cap(launch.input_max_bytes), launch.retries, log,
-                                        allowed=(launch.input_schemes, launch.input_hosts))
+                                        allowed=(launch.input_schemes, launch.input_hosts),
+                                        cache_max=size_cap(launch.input_cache_max))
     except StardockError as exc:
         raise StardockError(f"{exc}; the job's container was not started") from None
     os.chmod(directory, 0o500)
@@ -460,14 +461,18 @@ def stage_inputs(launch: Launch, workdir: Path, record: Dict) -> Held:
 
 
 def deliver(launch: Launch, output: Path, workdir: Path, label: str) -> List[Dict]:
-    from stardock_hpc.jobs.staging import Delivery, deliver_outputs
+    from stardock_hpc.jobs.deliveries import deliver_outputs
+    from stardock_hpc.jobs.staging import Delivery
 
     try:
         return deliver_outputs([Delivery.from_json(d) for d in launch.deliver], output, workdir, label,
-                               launch.retries, log)
+                               launch.retries, log, allowed=(launch.deliver_schemes, launch.deliver_hosts))
     except Exception as exc:  # noqa: BLE001 - the job's record must still be written
-        log(f"error: delivering the outputs: {exc}")
-        return [{"dest": d.get("dest"), "ok": False, "error": str(exc)} for d in launch.deliver]
+        from stardock_hpc.urls import redact_url, scrub
+
+        error = scrub(exc, [str(d.get("url") or "") for d in launch.deliver])
+        log(f"error: delivering the outputs: {error}")
+        return [{"dest": redact_url(d.get("dest")), "ok": False, "error": error} for d in launch.deliver]
 
 
 PMIX_DIRS = ("PMIX_SERVER_TMPDIR",)

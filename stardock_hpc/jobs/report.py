@@ -17,6 +17,7 @@ from stardock_hpc.schedulers import get_scheduler
 from stardock_hpc.schedulers.base import JobState, Scheduler
 from stardock_hpc.site import Site
 from stardock_hpc.slurm.values import ACTIVE, TERMINAL
+from stardock_hpc.urls import redact_url, redact_urls_in
 
 
 def user_records(site: Site) -> RecordStore:
@@ -134,8 +135,22 @@ def _row(job_id: str, state: str, exit_code: Optional[str], st: JobState, submit
             "environment": submit_rec.get("name"), "engine": submit_rec.get("engine"),
             "mounts": submit_rec.get("mounts", []), "output": run.get("output"),
             "container_exit": run.get("exit_code"), "node": run.get("node"), "source": source,
-            "provenance": submit_rec.get("provenance"), "inputs": run.get("inputs", []),
-            "deliveries": run.get("deliveries", []), "error": run.get("error")}
+            "provenance": submit_rec.get("provenance"), "inputs": _redacted(run.get("inputs"), ("url",)),
+            "deliveries": _redacted(run.get("deliveries"), ("dest", "where")),
+            "error": redact_urls_in(run["error"]) if run.get("error") else run.get("error")}
+
+
+def _redacted(items: object, url_keys: Tuple[str, ...]) -> List[Dict]:
+    """Inputs and deliveries as shown: their URLs redacted (the node writes them so; a record an
+    older stardock wrote, or one edited by hand, is shown so too)."""
+    out = []
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, dict):
+            item = {**item, **{k: redact_url(item[k]) for k in url_keys if isinstance(item.get(k), str)}}
+            if isinstance(item.get("error"), str):
+                item["error"] = redact_urls_in(item["error"])
+            out.append(item)
+    return out
 
 
 def settle(store: RecordStore, site: Site, base: str, task: Optional[str], run: Dict, state: str) -> Dict:

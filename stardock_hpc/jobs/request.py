@@ -21,6 +21,7 @@ from typing import List, Mapping, Optional, Sequence, Tuple
 from stardock_hpc.errors import UsageError
 from stardock_hpc.slurm.options import Option, take_options
 from stardock_hpc.slurm.script import Script, read_script, wrap_script
+from stardock_hpc.urls import redact_urls_in
 
 # stardock's options in `stardock sbatch`, with whether they take a value.
 OWN = {"env": True, "image": True, "mount": True, "engine": True, "backend": True, "dry-run": False,
@@ -184,7 +185,9 @@ def parse_command_line(argv: Sequence[str], cwd: Path) -> SubmitRequest:
 
 
 def apply_directives(req: SubmitRequest) -> SubmitRequest:
-    """#STARDOCK lines count as if given first on the command line, which wins over them."""
+    """#STARDOCK lines count as if given first on the command line, which wins over them. Their
+    values are checked exactly as the command line's (--input and --deliver against the site's
+    policy, --mount against the volume map): a script may come from someone else."""
     assert req.script is not None
     from_script = SubmitRequest()
     base = req.script.path.parent if req.script.path else Path.cwd()
@@ -193,11 +196,11 @@ def apply_directives(req: SubmitRequest) -> SubmitRequest:
         i = 0
         while i < len(tokens):
             if not tokens[i].startswith("--"):
-                raise UsageError(f"{where}: {tokens[i]!r} is not a stardock option; #STARDOCK lines take "
-                                 f"--{', --'.join(k for k in OWN if k not in ('site', 'debug'))}")
+                raise UsageError(f"{where}: {redact_urls_in(tokens[i])!r} is not a stardock option; #STARDOCK lines "
+                                 f"take --{', --'.join(k for k in OWN if k not in ('site', 'debug'))}")
             own, i2 = _take_own(tokens, i, where, script_line=True)
             if own is None or own[0] in ("site", "debug"):
-                raise UsageError(f"{where}: {tokens[i]} is not allowed in #STARDOCK lines; allowed: "
+                raise UsageError(f"{where}: {redact_urls_in(tokens[i])} is not allowed in #STARDOCK lines; allowed: "
                                  f"--{', --'.join(k for k in OWN if k not in ('site', 'debug'))}")
             _own(from_script, own[0], own[1], base)
             i = i2

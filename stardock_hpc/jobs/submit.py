@@ -112,13 +112,15 @@ def prepare(req: SubmitRequest, site: Site,
         command=command, interactive=interactive, inputs=inputs, deliver=deliveries,
         input_max_bytes=site.policy.inputs.max_bytes, retries=site.policy.inputs.retries,
         input_schemes=list(site.policy.inputs.schemes), input_hosts=list(site.policy.inputs.hosts),
+        input_cache_max=site.policy.inputs.cache_max, deliver_schemes=list(site.policy.deliveries.schemes),
+        deliver_hosts=list(site.policy.deliveries.hosts),
         notebook_token=req.notebook_token)
     return Prepared(entry, entry.engine, mounts, launch, render_job_script(req.script, launch), built,
                     records, outputs)
 
 
 def staged(req: SubmitRequest, site: Site, user: str, mounts: List[VolumeMount]) -> Tuple[List[Dict], List[Dict]]:
-    """--input and --deliver, checked against the site (policy.inputs, the volumes)."""
+    """--input and --deliver, checked against the site (policy.inputs, policy.deliveries, the volumes)."""
     if not req.inputs and not req.deliver:
         return [], []
     from stardock_hpc.jobs.staging import INPUT_DIR, parse_delivery, parse_inputs, to_json
@@ -135,7 +137,7 @@ def staged(req: SubmitRequest, site: Site, user: str, mounts: List[VolumeMount])
             raise UsageError(f"--deliver {text!r}: {m.host} is not a directory")
         return str(m.root), m.sub
 
-    deliveries = [parse_delivery(text, volume_dest) for text in req.deliver]
+    deliveries = [parse_delivery(text, volume_dest, site.policy.deliveries) for text in req.deliver]
     return to_json(inputs), to_json(deliveries)
 
 

@@ -106,6 +106,30 @@ def _check_sbatch_agrees(lines: List[str], end: int, where: str) -> None:
             return  # sbatch stops reading directives here as well
 
 
+def shell_words(text: str) -> List[str]:
+    """The words of a #STARDOCK line as bash splits the same words typed on the command line: a
+    comment starts at a '#' that begins a word, not inside one (shlex's comments=True would cut
+    `URL#sha256=HEX` at its '#' and drop the pin without a word)."""
+    quote, at_word_start, i = "", True, 0
+    while i < len(text):
+        c = text[i]
+        if quote:
+            if c == quote:
+                quote = ""
+            elif c == "\\" and quote == '"':
+                i += 1
+        elif c == "\\":
+            i += 1
+        elif c in "'\"":
+            quote = c
+        elif c == "#" and at_word_start:
+            text = text[:i]
+            break
+        at_word_start = not quote and c in " \t" and text[i - 1:i] != "\\"
+        i += 1
+    return shlex.split(text, comments=False)
+
+
 def parse_script(text: str, path: Optional[Path], name: Optional[str] = None) -> Script:
     """The header and directives of a batch script's text (also of a rendered job script, whose
     header is the user's, verbatim: the backends that do not run sbatch read it from there)."""
@@ -122,7 +146,8 @@ def parse_script(text: str, path: Optional[Path], name: Optional[str] = None) ->
             if stripped.startswith(prefix) and stripped[len(prefix):len(prefix) + 1] in (" ", "\t"):
                 where = f"{name or path}:{number}"
                 try:
-                    tokens = shlex.split(stripped[len(prefix):], comments=True)
+                    tokens = shlex.split(stripped[len(prefix):], comments=True) if prefix == "#SBATCH" else \
+                        shell_words(stripped[len(prefix):])
                 except ValueError as exc:
                     raise UsageError(f"{where}: cannot read the {prefix} line: {exc}") from None
                 if prefix == "#SBATCH":

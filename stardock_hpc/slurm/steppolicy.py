@@ -53,10 +53,10 @@ _PASS = (
 _IN_CONTAINER = ("chdir", "error", "exclude", "export", "input", "jobid", "multi-prog", "nodefile", "nodelist",
                  "open-mode", "output")
 _REFUSED = {
-    "prolog": HOST_PROGRAM + " before the step",
-    "epilog": HOST_PROGRAM + " after the step",
-    "task-prolog": HOST_PROGRAM + " before each task",
-    "task-epilog": HOST_PROGRAM + " after each task",
+    "prolog": HOST_PROGRAM + ", before the step",
+    "epilog": HOST_PROGRAM + ", after the step",
+    "task-prolog": HOST_PROGRAM + ", before each task",
+    "task-epilog": HOST_PROGRAM + ", after each task",
     "bcast": "it copies a file of the node (a host path) to the nodes and runs that copy",
     "bcast-exclude": "it belongs to --bcast, which copies files of the node (host paths)",
     "send-libs": "it belongs to --bcast, which copies files of the node (host paths)",
@@ -184,6 +184,9 @@ class Client:
     env: FrozenSet[str]
 
 
+# what Slurm stored of your jobs' submissions: their environments may hold credentials (SLURM_JWT),
+# stardock's job scripts a notebook's token
+STORED = "it prints what your jobs were submitted with (environments, scripts), credentials included"
 _COMMON_ENV = ("SLURM_BITSTR_LEN", "SLURM_CLUSTERS", "SLURM_DEBUG_FLAGS", "SLURM_TIME_FORMAT")
 CLIENTS: Dict[str, Client] = {
     "scontrol": Client(SCONTROL, {"uid": OTHER_USER}, frozenset({
@@ -194,7 +197,7 @@ CLIENTS: Dict[str, Client] = {
         "SQUEUE_FORMAT", "SQUEUE_FORMAT2", "SQUEUE_LICENSES", "SQUEUE_LOCAL", "SQUEUE_NAMES", "SQUEUE_PARTITION",
         "SQUEUE_PRIORITY", "SQUEUE_QOS", "SQUEUE_SIB", "SQUEUE_SIBLING", "SQUEUE_SORT", "SQUEUE_STATES",
         "SQUEUE_USERS"})),
-    "sacct": Client(SACCT, {"file": HOST_FILE}, frozenset({
+    "sacct": Client(SACCT, {"file": HOST_FILE, "env-vars": STORED, "batch-script": STORED}, frozenset({
         *_COMMON_ENV, "SACCT_FEDERATION", "SACCT_FORMAT", "SACCT_LOCAL"})),
     "sinfo": Client(SINFO, {}, frozenset({
         *_COMMON_ENV, "SINFO_ALL", "SINFO_FEDERATION", "SINFO_FORMAT", "SINFO_LOCAL", "SINFO_PARTITION",

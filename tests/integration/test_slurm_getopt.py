@@ -111,7 +111,7 @@ def test_srun_command_lines_are_read_as_srun_reads_them(shim):
     rng = random.Random(23)
     words += ["-" + "".join(rng.choice(letters + ["2", "x"]) for _ in range(rng.randint(1, 4))) for _ in range(80)]
     compared = 0
-    for _ in range(400):
+    for _ in range(250):
         args = [rng.choice(words) for _ in range(rng.randint(1, 6))]
         if any(w.startswith(("--he", "--us", "--vers")) or re.fullmatch(r"-[a-zA-Z2]*[hV][a-zA-Z2]*", w)
                for w in args):
@@ -127,4 +127,4 @@ def test_srun_command_lines_are_read_as_srun_reads_them(shim):
             continue
         assert ours == theirs, args
         compared += 1
-    assert compared > 200
+    assert compared > 120

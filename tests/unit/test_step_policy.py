@@ -6,7 +6,10 @@ scontrol's commands and the other commands' options and variables. Each case is 
 would run for the request (StepServer._command), or the refusal the job's log shows."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -336,6 +339,9 @@ def test_the_other_commands_take_their_options_and_their_own_variables(server):
     ("sacct", ["-f", "/var/log/slurm/jobcomp"], "file of the node"),
     ("sacct", ["--fil=/x"], "file of the node"),
     ("sacct", ["-Xf/x"], "file of the node"),
+    ("sacct", ["--env-vars", "-j", "1"], "credentials"),
+    ("sacct", ["-Bj", "1"], "credentials"),
+    ("sacct", ["--batch", "-j", "1"], "credentials"),
     ("squeue", [], "another configuration"),
     ("sinfo", [], "another configuration"),
     ("scancel", [JOB], "another configuration"),
@@ -463,3 +469,16 @@ def test_every_in_container_option_is_handled():
         "chdir", "error", "exclude", "export", "input", "jobid", "multi-prog", "nodefile", "nodelist", "open-mode",
         "output"}
     assert PASS in SRUN_OPTIONS.values()
+
+
+def test_a_tasks_streams_land_in_its_files(place):
+    """The wrapper's own standard streams become the files (what the container then inherits)."""
+    step = _step(place, stdout="/data/output/o-%t", stderr="/data/output/o-%t")
+    (place / "out" / "o-1").write_text("stale\n")
+    code = ("import json, os, sys; from stardock_hpc.jobs.steps import Step, open_streams; "
+            "open_streams(Step.from_json(sys.argv[1]), json.loads(sys.argv[2])); "
+            "os.write(1, b'out\\n'); os.write(2, b'err\\n')")
+    proc = subprocess.run([sys.executable, "-c", code, step.to_json(), json.dumps({**TASK, "SLURM_PROCID": "1"})],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0 and proc.stdout == proc.stderr == "", proc.stderr
+    assert (place / "out" / "o-1").read_text() == "out\nerr\n"  # emptied first: the file is this task's own
