@@ -69,3 +69,26 @@ def pytest_runtest_setup(item):
     for key, reason in item.user_properties:
         if key == "testbed_missing":
             pytest.fail(f"the testbed should provide this but does not: {reason}")
+
+
+# --- the run's report: each test's outcome and duration, for the testbed's summary of its lanes ---
+_REPORT: dict = {}
+
+
+def pytest_runtest_logreport(report):
+    path = os.environ.get("STARDOCK_TEST_REPORT")
+    if not path:
+        return
+    entry = _REPORT.setdefault(report.nodeid, {"duration": 0.0, "outcome": "passed"})
+    entry["duration"] += report.duration
+    if report.outcome == "failed" or (report.outcome == "skipped" and entry["outcome"] == "passed"):
+        entry["outcome"] = "error" if report.when != "call" and report.outcome == "failed" else report.outcome
+
+
+def pytest_sessionfinish(session, exitstatus):
+    path = os.environ.get("STARDOCK_TEST_REPORT")
+    if path:
+        import json
+
+        with open(path, "w") as fh:
+            json.dump({"exitstatus": int(exitstatus), "tests": _REPORT}, fh, indent=1, sort_keys=True)

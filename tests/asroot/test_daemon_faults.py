@@ -21,9 +21,10 @@ import signal
 import subprocess
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Callable, Dict, Iterator, List
 
 import pytest
 
@@ -41,9 +42,11 @@ def _pyslurm_missing() -> bool:
     return probe.returncode != 0
 
 
+PYSLURM_MISSING = _pyslurm_missing()
 BACKENDS = ["sbatch", "rest",
-            pytest.param("pyslurm", marks=pytest.mark.skipif(_pyslurm_missing(), reason=(
+            pytest.param("pyslurm", marks=pytest.mark.skipif(PYSLURM_MISSING, reason=(
                 "pyslurm is not installed: the testbed installs it from ../shared/vendor/pyslurm, absent here")))]
+AVAILABLE = ["sbatch", "rest"] + ([] if PYSLURM_MISSING else ["pyslurm"])
 
 
 def user_env(**extra: str) -> Dict[str, str]:
@@ -159,55 +162,117 @@ def state_of(work, job: str) -> str:
     return rows[0]["state"] if rows else ""
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_a_frozen_slurmctld_gives_an_unknown_outcome_and_status_finds_the_job(backend, work):
-    name = f"fault-frozen-{uuid.uuid4().hex[:8]}"
-    jwt = {"SLURM_JWT": token()} if backend == "rest" else {}  # `scontrol token` needs slurmctld too
-    with daemon("slurmctld", "frozen"):
-        proc = submit(work, backend, "-J", name, "quick.sh", ok=False, timeout=600, **jwt)
+def at_once(calls: Dict[str, Callable[[], object]]) -> Dict[str, object]:
+    """Each backend's steps at the same time (each waits out the same timeouts: once, not three
+    times), their results by backend; an exception is re-raised by the test that reads it."""
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        futures = {name: pool.submit(call) for name, call in calls.items()}
+        out: Dict[str, object] = {}
+        for name, future in futures.items():
+            try:
+                out[name] = future.result()
+            except Exception as exc:  # noqa: BLE001 - handed to the backend's own test
+                out[name] = exc
+        return out
+
+
+def result(results: Dict[str, object], backend: str):
+    value = results[backend]
+    if isinstance(value, Exception):
+        raise value
+    return value
+
+
+class TestFrozenSlurmctld:
+    """One freeze for every backend: each submits while slurmctld is frozen."""
+
+    @pytest.fixture(scope="class")
+    def frozen(self, work) -> Dict[str, object]:
+        names = {b: f"fault-frozen-{b}-{uuid.uuid4().hex[:8]}" for b in AVAILABLE}
+        jwt = token()  # `scontrol token` needs slurmctld too
+
+        def one(backend: str):
+            extra = {"SLURM_JWT": jwt} if backend == "rest" else {}
+            proc = submit(work, backend, "-J", names[backend], "quick.sh", ok=False, timeout=600, **extra)
+            pending = [json.loads(p.read_text())["job_name"] for p in (records_dir() / "pending").glob("*.json")]
+            return names[backend], proc, pending
+
+        with daemon("slurmctld", "frozen"):
+            return at_once({b: (lambda b=b: one(b)) for b in AVAILABLE})
+
+    @pytest.mark.parametrize("backend", BACKENDS)
+    def test_a_frozen_slurmctld_gives_an_unknown_outcome_and_status_finds_the_job(self, backend, work, frozen):
+        name, proc, pending = result(frozen, backend)
         assert proc.returncode == 1, (proc.returncode, proc.stderr)
         assert "may exist" in proc.stderr or "outcome" in proc.stderr.lower(), proc.stderr
         assert "Traceback" not in proc.stderr and "refused" not in proc.stderr, proc.stderr
-        pending = list((records_dir() / "pending").glob("*.json"))
-        assert any(json.loads(p.read_text())["job_name"] == name for p in pending), pending
-    wait("slurmctld makes the job it received while frozen", lambda: jobs_named(name), timeout=120)
-    [job] = jobs_named(name)
-    rows = status(work)  # the listing adopts it
-    assert not any(json.loads(p.read_text())["job_name"] == name
-                   for p in (records_dir() / "pending").glob("*.json"))
-    submit_record = json.loads((records_dir() / job / "submit.json").read_text())
-    assert submit_record["adopted"] is True and submit_record["key"] == work[1]
-    assert any(r["job"].split("_")[0] == job for r in rows), rows
+        assert name in pending, pending
+        wait("slurmctld makes the job it received while frozen", lambda: jobs_named(name), timeout=120)
+        [job] = jobs_named(name)
+        rows = status(work)  # the listing adopts it
+        assert not any(json.loads(p.read_text())["job_name"] == name
+                       for p in (records_dir() / "pending").glob("*.json"))
+        submit_record = json.loads((records_dir() / job / "submit.json").read_text())
+        assert submit_record["adopted"] is True and submit_record["key"] == work[1]
+        assert any(r["job"].split("_")[0] == job for r in rows), rows
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_with_slurmctld_stopped_submit_and_cancel_fail_clearly_and_status_says_where_it_looked(backend, work):
-    finished = submit(work, backend, "quick.sh").stdout.strip()
-    wait("the job ends", lambda: state_of(work, finished) == "COMPLETED")
-    with daemon("slurmctld", "stopped"):
-        proc = submit(work, backend, "-J", "fault-stopped", "quick.sh", ok=False)
+class TestStoppedSlurmctld:
+    """One stop of slurmctld for every backend."""
+
+    @pytest.fixture(scope="class")
+    def stopped(self, work) -> Dict[str, object]:
+        finished = {b: submit(work, b, "quick.sh").stdout.strip() for b in AVAILABLE}
+        for job in finished.values():
+            wait("the job ends", lambda job=job: state_of(work, job) == "COMPLETED")
+
+        def one(backend: str):
+            proc = submit(work, backend, "-J", f"fault-stopped-{backend}", "quick.sh", ok=False)
+            pending = [json.loads(p.read_text())["job_name"] for p in (records_dir() / "pending").glob("*.json")]
+            rows = status(work, finished[backend])
+            cancel = stardock("cancel", finished[backend], cwd=work[0])
+            return proc, pending, rows, cancel
+
+        with daemon("slurmctld", "stopped"):
+            return at_once({b: (lambda b=b: one(b)) for b in AVAILABLE})
+
+    @pytest.mark.parametrize("backend", BACKENDS)
+    def test_with_slurmctld_stopped_submit_and_cancel_fail_clearly_and_status_says_where_it_looked(
+            self, backend, stopped):
+        proc, pending, rows, cancel = result(stopped, backend)
         assert proc.returncode == 1, (proc.returncode, proc.stderr)
         assert proc.stderr.count("stardock: error:") == 1 and "Traceback" not in proc.stderr, proc.stderr
         assert "AuthAltTypes" not in proc.stderr, proc.stderr
-        assert not any(json.loads(p.read_text())["job_name"] == "fault-stopped"
-                       for p in (records_dir() / "pending").glob("*.json")), "a refused job is not pending"
-        rows = status(work, finished)
+        assert f"fault-stopped-{backend}" not in pending, "a refused job is not pending"
         assert rows and rows[0]["source"] in ("accounting", "record"), rows
         assert rows[0]["state"] == "COMPLETED", rows
-        cancel = stardock("cancel", finished, cwd=work[0])
         assert cancel.returncode == 1 and "cancelled" not in cancel.stdout, (cancel.stdout, cancel.stderr)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_with_slurmdbd_stopped_status_of_a_running_job_answers_from_slurmctld(backend, work):
-    job = submit(work, backend, "sleep.sh").stdout.strip()
-    wait("the job runs", lambda: state_of(work, job) == "RUNNING")
-    with daemon("slurmdbd", "stopped"):
-        rows = status(work, job)
+class TestStoppedSlurmdbd:
+    """One stop of slurmdbd for every backend."""
+
+    @pytest.fixture(scope="class")
+    def stopped(self, work) -> Dict[str, object]:
+        jobs = {b: submit(work, b, "sleep.sh").stdout.strip() for b in AVAILABLE}
+        for job in jobs.values():
+            wait("the job runs", lambda job=job: state_of(work, job) == "RUNNING")
+
+        def one(backend: str):
+            rows = status(work, jobs[backend])
+            cancel = stardock("cancel", jobs[backend], cwd=work[0])
+            return jobs[backend], rows, cancel
+
+        with daemon("slurmdbd", "stopped"):
+            return at_once({b: (lambda b=b: one(b)) for b in AVAILABLE})
+
+    @pytest.mark.parametrize("backend", BACKENDS)
+    def test_with_slurmdbd_stopped_status_of_a_running_job_answers_from_slurmctld(self, backend, work, stopped):
+        job, rows, cancel = result(stopped, backend)
         assert [r["state"] for r in rows] == ["RUNNING"], rows
         assert rows[0]["source"] in ("controller", "controller+accounting"), rows
-        assert stardock("cancel", job, cwd=work[0]).returncode == 0
-    wait("the job is cancelled", lambda: state_of(work, job) == "CANCELLED")
+        assert cancel.returncode == 0, cancel.stderr
+        wait("the job is cancelled", lambda: state_of(work, job) == "CANCELLED")
 
 
 @pytest.mark.parametrize("backend", ["sbatch", BACKENDS[2]])

@@ -56,7 +56,7 @@ def node_state(name: str) -> str:
     return subprocess.run(["sinfo", "-h", "-n", name, "-o", "%T"], capture_output=True, text=True).stdout.strip()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def work():
     path = STATE / "shared" / f"node-failure-{os.getpid()}"
     path.mkdir(mode=0o755)
@@ -67,38 +67,61 @@ def work():
     subprocess.run(["rm", "-rf", str(path)])
 
 
-@pytest.mark.parametrize("requeue", [False, True], ids=["fails", "requeued"])
-def test_a_node_crash_under_a_job_ends_it_and_the_node_comes_back_clean(work, requeue):
+CASES = {"fails": ["--no-requeue"], "requeued": ["--requeue"]}  # Slurm requeues batch jobs by default
+
+
+@pytest.fixture(scope="module")
+def crash(work):
+    """One crash of the node under a job of each kind (waiting out Slurm's node timeout once), the
+    node back, the requeued job cancelled, and the next job on the node: what each case checks."""
     node = "node2"
-    extra = ["--requeue"] if requeue else ["--no-requeue"]  # Slurm requeues batch jobs by default
-    proc = stardock("sbatch", "--parsable", f"--nodelist={node}", *extra, "--output=long-%j.out",
-                    "--env", "stardock.yaml", "long.sh", cwd=work)
-    assert proc.returncode == 0, proc.stderr
-    job = proc.stdout.strip()
+    jobs = {}
+    for case, extra in CASES.items():
+        proc = stardock("sbatch", "--parsable", f"--nodelist={node}", *extra, f"--output=long-{case}-%j.out",
+                        "--env", "stardock.yaml", "long.sh", cwd=work)
+        assert proc.returncode == 0, proc.stderr
+        jobs[case] = proc.stdout.strip()
+    seen = {}
     try:
-        wait("the job's container to start", lambda: "started" in (work / f"long-{job}.out").read_text()
-             if (work / f"long-{job}.out").exists() else False)
+        for case, job in jobs.items():
+            out = work / f"long-{case}-{job}.out"
+            wait(f"the {case} job's container to start", lambda out=out: out.exists() and "started" in out.read_text())
         run_testbed("node-down", node)
-        if requeue:
-            wait("the job to be requeued", lambda: scontrol_state(job) in ("PENDING", "REQUEUED", "CONFIGURING"))
-        else:
-            wait("the job to end NODE_FAIL", lambda: scontrol_state(job) == "NODE_FAIL")
-            rows = json.loads(stardock("status", job, "--json", cwd=work).stdout)
-            assert rows[0]["state"] == "NODE_FAIL", rows
+        requeued = ("PENDING", "REQUEUED", "CONFIGURING")
+        wait("the job to be requeued", lambda: scontrol_state(jobs["requeued"]) in requeued)
+        seen["requeued"] = scontrol_state(jobs["requeued"])
+        # cancelled before the node is back: started again there, its wrapper would remove what the
+        # dead jobs left before the next job can show that it does
+        subprocess.run(["scancel", jobs["requeued"]])
+        wait("the job to end NODE_FAIL", lambda: scontrol_state(jobs["fails"]) == "NODE_FAIL")
+        seen["fails"] = json.loads(stardock("status", jobs["fails"], "--json", cwd=work).stdout)
         run_testbed("node-up", node)
         wait(f"{node} to be back", lambda: node_state(node) in ("idle", "mixed", "allocated"))
     finally:
-        subprocess.run(["scancel", job])
-    # the next job on the node removes the dead job's container (its wrapper never cleaned up)
+        subprocess.run(["scancel", *jobs.values()])
+    # the next job on the node removes the dead jobs' containers (their wrappers never cleaned up)
     proc = stardock("sbatch", "--parsable", f"--nodelist={node}", "--output=next-%j.out", "--env", "stardock.yaml",
                     "--wrap", "true", cwd=work)
     assert proc.returncode == 0, proc.stderr
     following = proc.stdout.strip()
     wait("the next job to finish", lambda: scontrol_state(following) in ("COMPLETED", "FAILED"))
-    assert scontrol_state(following) == "COMPLETED"
-    out = (work / f"next-{following}.out").read_text()
-    assert f"removed stardock-{job}-" in out, out
     listed = as_user(*node_podman_argv(node, "ps", "-a", "--format", "{{.Names}}"), cwd=work)
+    return {"node": node, "jobs": jobs, "seen": seen, "next": following,
+            "next_state": scontrol_state(following), "next_out": (work / f"next-{following}.out").read_text(),
+            "listed": listed}
+
+
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+def test_a_node_crash_under_a_job_ends_it_and_the_node_comes_back_clean(crash, case):
+    job = crash["jobs"][case]
+    if case == "requeued":
+        assert crash["seen"]["requeued"] in ("PENDING", "REQUEUED", "CONFIGURING"), crash["seen"]
+    else:
+        rows = crash["seen"]["fails"]
+        assert rows[0]["state"] == "NODE_FAIL", rows
+    assert crash["next_state"] == "COMPLETED", crash["next_out"]
+    assert f"removed stardock-{job}-" in crash["next_out"], crash["next_out"]
+    listed = crash["listed"]
     assert listed.returncode == 0, listed.stderr
     names = listed.stdout.split()
     assert not [n for n in names if n.startswith(f"stardock-{job}-")], names

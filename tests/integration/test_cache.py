@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 from clitools import OTHER, remove, shared_dir, stardock, stardock_argv, stardock_json, write_spec
 
 from stardock_hpc.cache import Cache
@@ -216,26 +217,45 @@ def test_entries_of_untrusted_or_impersonating_builders_are_not_used(spec_dir):
         remove(private_cache)
 
 
-def test_prune_never_removes_an_image_a_queued_job_will_run(spec_dir):
+@pytest.fixture
+def private_cache(spec_dir):
+    """A cache of the test's own and a site naming it: what prune removes there is only the test's
+    (on the testbed's cache it would remove every entry of the user, the suite's kept images too)."""
+    root = spec_dir / "cache"
+    root.mkdir()
+    for name in ("", "entries", "tmp", "locks", "used", "inuse"):
+        (root / name).mkdir(exist_ok=True)
+        (root / name).chmod(0o1777 if name else 0o755)
+    site = yaml.safe_load(Path(os.environ["STARDOCK_SITE_CONFIG"]).read_text())
+    site["cache"] = str(root)
+    path = spec_dir / "site.yaml"
+    path.write_text(yaml.safe_dump(site))
+    path.chmod(0o644)
+    yield path
+    subprocess.run(["chmod", "-R", "u+w", str(root)], capture_output=True)
+
+
+def test_prune_never_removes_an_image_a_queued_job_will_run(spec_dir, private_cache):
     n = nonce()
-    spec = write_spec(spec_dir, tiny(f"prune-{n}", f"echo {n} > /stamp"))
-    built = stardock_json("build", str(spec))
-    c = cache()
+    spec = write_spec(spec_dir / "spec", tiny(f"prune-{n}", f"echo {n} > /stamp"))
+    site = ["--site", str(private_cache)]
+    built = stardock_json("build", str(spec), *site)
+    c = Cache(load_site(str(private_cache)).cache, load_site(str(private_cache)).trusted_builders)
     entry = c.lookup(built["key"])
     held = subprocess.run(["sbatch", "--parsable", "--hold", "--output=/dev/null", "--wrap", "true"],
                           capture_output=True, text=True, check=True).stdout.strip()
     try:
         c.register_use(entry, held)
-        dry = stardock("images", "prune", "--older-than", "0", "--dry-run")
+        dry = stardock("images", "prune", "--older-than", "0", "--dry-run", *site)
         assert dry.returncode == 0 and built["key"][:12] not in dry.stdout
-        kept = stardock("images", "prune", "--older-than", "0")
+        kept = stardock("images", "prune", "--older-than", "0", *site)
         assert kept.returncode == 0 and Path(built["artifact"]).exists()
     finally:
         subprocess.run(["scancel", held], check=True)
     deadline = time.time() + 30
     while time.time() < deadline and sh(["squeue", "-h", "-j", held]).stdout.strip():
-        time.sleep(0.5)
-    gone = stardock("images", "prune", "--older-than", "0")
+        time.sleep(0.2)
+    gone = stardock("images", "prune", "--older-than", "0", *site)
     assert gone.returncode == 0 and f"removing {built['key'][:12]}" in gone.stdout
     assert not Path(built["artifact"]).exists()
     assert c.lookup(built["key"]) is None
