@@ -17,7 +17,7 @@ from stardock_hpc.urls import host_allowed, redact_url, redact_urls_in, scrub, t
 SECRET = st.text(alphabet=string.ascii_uppercase + "!$&'()+,;=:@/?#%~ é", min_size=4,
                  max_size=24).map(lambda s: "S3" + s)
 HOST = st.from_regex(r"[a-z][a-z0-9-]{0,10}(\.[a-z][a-z0-9-]{0,6}){0,2}", fullmatch=True)
-PATH = st.from_regex(r"(/[a-z0-9._-]{0,8}){0,4}", fullmatch=True)
+PATH = st.from_regex(r"(/[a-z0-9._-]{1,8}){0,4}", fullmatch=True)
 NOSETTINGS = settings(max_examples=400, deadline=None, database=None)
 
 
