@@ -17,6 +17,7 @@ from stardock_hpc.cache import Cache
 from stardock_hpc.catalog import load_catalog
 from stardock_hpc.errors import StardockError
 from stardock_hpc.jobs.mounts import check_owners
+from stardock_hpc.jobs.squats import squat_checks
 from stardock_hpc.jobs.submit import RUNTIME_SHIM
 from stardock_hpc.resources import data_dir
 from stardock_hpc.schedulers import scheduler_class
@@ -72,6 +73,7 @@ def run_checks(site: Site) -> List[Check]:
     except StardockError as exc:
         checks.append(("fail", "catalog entries", str(exc)))
     checks += _node_start(site)
+    checks += squat_checks(site, getpass.getuser(), os.getuid())  # names others made first, here
     checks += _staging(site)
     checks += scheduler_class(site.scheduler.backend).site_checks(site)
     return checks

@@ -15,6 +15,7 @@ from typing import Callable, Dict, Iterator, Mapping, Optional, Sequence, Set
 
 from stardock_hpc import proc, proctree, safefs
 from stardock_hpc.engines.base import Engine, ImageRef, Mount, OnLine, RunOptions
+from stardock_hpc.engines.podman_locks import use_file_locks
 from stardock_hpc.errors import ExternalError
 from stardock_hpc.ociarchive import identity
 from stardock_hpc.site import BaseImage, base_reference
@@ -61,6 +62,7 @@ class PodmanEngine(Engine):
     artifact_name = "image.oci.tar"
 
     def _image_id(self, ref: str) -> Optional[str]:
+        use_file_locks()  # before any Podman command: no fixed name in /dev/shm (podman_locks.py)
         out = proc.run([*podman(), "image", "inspect", "--format", "{{.Id}}", ref], check=False)
         return out.stdout.strip() if out.ok else None
 
@@ -82,6 +84,7 @@ class PodmanEngine(Engine):
         """podman build, then the OCI archive. Its temporary files (buildah's, podman save's) go to a
         private directory removed afterwards; a build that fails or is stopped also loses the
         working containers it left (podman removes them itself only when it finishes a step)."""
+        use_file_locks()
         deadline = None if timeout is None else time.monotonic() + timeout
         before = set(_working_containers())
         ours: Set[str] = set()
@@ -147,6 +150,7 @@ class PodmanEngine(Engine):
         denied"). So the run joins the namespaces of the squashfuse daemon itself (holder)."""
         if not image.squashfs:
             return image
+        use_file_locks()
         mountpoint.mkdir(mode=0o700)
         squashfuse = ["squashfuse", "-o", "ro,allow_other", image.squashfs, str(mountpoint)]
         proc.run([*podman(), "unshare", *squashfuse], timeout=120)
@@ -212,6 +216,7 @@ class PodmanEngine(Engine):
 
     def remove_run(self, name: str) -> bool:
         # `podman run --rm` removes the container itself unless it was interrupted
+        use_file_locks()
         out = proc.run([*podman(), "rm", "--force", "--ignore", name], check=False)
         return out.ok
 

@@ -30,20 +30,21 @@ import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from stardock_hpc import proctree
 from stardock_hpc.cache import Cache
 from stardock_hpc.engines import get_engine
 from stardock_hpc.engines.base import Engine, ImageRef, RunOptions
+from stardock_hpc.engines.podman_locks import use_file_locks
 from stardock_hpc.errors import StardockError
 from stardock_hpc.jobs import nodestore, steps
 from stardock_hpc.jobs.binds import Handover, Held, checked_command, hold_path, hold_volume, release
 from stardock_hpc.jobs.launch import Launch
 from stardock_hpc.jobs.records import RecordStore
 from stardock_hpc.jobs.runmarks import RunMarks
-from stardock_hpc.jobs.userdirs import private_dir
+from stardock_hpc.jobs.userdirs import Taken, beside, names_key, own_path, private_dir, this_machine
 from stardock_hpc.resources import data_dir
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
@@ -76,8 +77,12 @@ class JobIds:
         return cls(job, array_job or job, task, f"{array_job}_{task}" if array_job and task else job)
 
 
-def runtime_dir(uid: int) -> str:
-    """Podman needs an XDG_RUNTIME_DIR the user owns; the login session's may not exist here."""
+def runtime_dir(uid: int, key: Optional[Callable[[], bytes]] = None, warn: Callable[[str], None] = log) -> str:
+    """Podman needs an XDG_RUNTIME_DIR the user owns; the login session's may not exist here.
+    /run/user/UID where the node has one (root makes it: nobody else can), else
+    /tmp/stardock-runtime-UID; where another user made that name first, the user's own directory
+    beside it (jobs/userdirs.py: the same for every task of the user's jobs on this node in this
+    boot, when key gives the user's names key)."""
     standard = Path(f"/run/user/{uid}")
     try:
         if standard.is_dir() and standard.stat().st_uid == uid:
@@ -85,16 +90,14 @@ def runtime_dir(uid: int) -> str:
             return str(standard)
     except OSError:
         pass
-    private = Path(tempfile.gettempdir()) / f"stardock-runtime-{uid}"
+    name = PurePosixPath(tempfile.gettempdir()) / f"stardock-runtime-{uid}"
+    what = "runtime directory of your jobs on this node"
     try:
-        private.mkdir(mode=0o700)
-    except FileExistsError:
-        pass
-    st = private.lstat()
-    if st.st_uid != uid or not stat.S_ISDIR(st.st_mode):
-        # another user took the name (a directory or a link of theirs): one of our own, for this job
-        log(f"warning: {private} is not a directory of yours; using a private one for this job")
-        return tempfile.mkdtemp(prefix=f"stardock-runtime-{uid}-")
+        private = own_path(name, uid, what)
+    except Taken as taken:
+        if key is None:
+            raise
+        private = beside(taken, uid, key, this_machine(boot=True), warn)
     os.chmod(private, 0o700)
     forget_earlier_boots(private)
     forget_dead_pause_process(private)
@@ -105,6 +108,11 @@ PAUSE_DIR = ("libpod", "tmp")
 
 
 def forget_dead_pause_process(runtime: Path) -> None:
+    """In runtime's libpod/tmp, Podman's tmp dir there (see forget_dead_pause_state)."""
+    forget_dead_pause_state(runtime.joinpath(*PAUSE_DIR))
+
+
+def forget_dead_pause_state(tmp: Path) -> None:
     """Let Podman start a new pause process when the last one died with the job that made it.
 
     Rootless Podman keeps its user namespace open with a pause process, started by the user's
@@ -115,7 +123,6 @@ def forget_dead_pause_process(runtime: Path) -> None:
     A pause.pid left without its marker names a dead process (or, its number reused, another
     one): Podman tries to join it and fails ("cannot re-exec process to join the existing user
     namespace"): removed too."""
-    tmp = runtime.joinpath(*PAUSE_DIR)
     if not (tmp / "alive").exists() and not (tmp / "pause.pid").exists():
         return
     try:
@@ -332,14 +339,58 @@ def shares_node_network(launch: Launch, environ: Dict[str, str]) -> bool:
     return launch.node_network and (mpi or number("SLURM_JOB_NUM_NODES") > 1 or number("SLURM_NTASKS") > 1)
 
 
-def _node_setup(launch: Launch, uid: int) -> None:
+def _node_setup(launch: Launch, uid: int, records: Path) -> None:
     """This process exists for the job: the engine commands it runs take its environment, which
-    points them at the user's node-local storage (jobs/nodestore.py), never at the home."""
-    os.environ["XDG_RUNTIME_DIR"] = runtime_dir(uid)
+    points them at the user's node-local storage (jobs/nodestore.py), never at the home. Names
+    another user made first on this node are not used (a private directory beside each instead),
+    and the job's log says so once for this node."""
+    said: List[str] = []
+
+    def key() -> bytes:
+        return names_key(records)
+
+    if launch.engine == "podman":
+        use_file_locks()  # the job's Podman commands: no fixed name in /dev/shm (engines/podman_locks.py)
+    runtime = runtime_dir(uid, key, said.append)
+    os.environ["XDG_RUNTIME_DIR"] = runtime
     for leak in ("DBUS_SESSION_BUS_ADDRESS", "CONTAINERS_STORAGE_CONF", nodestore.NODE_STORAGE):
         os.environ.pop(leak, None)
-    if launch.node_storage:
-        nodestore.setup(launch.node_storage, pwd.getpwuid(uid).pw_name, uid, os.environ)
+    try:
+        if launch.node_storage:
+            root = nodestore.setup(launch.node_storage, pwd.getpwuid(uid).pw_name, uid, os.environ, key, said.append)
+            pinned = nodestore.podman_tmpdir(root, uid, said.append)
+            if pinned is not None:
+                forget_dead_pause_state(pinned)
+    finally:
+        if said and first_to_say(Path(runtime), os.environ.get("SLURM_JOB_ID")):
+            for msg in said:
+                log(f"warning: {msg}")
+
+
+SAID = ".stardock-said-"
+
+
+def first_to_say(runtime: Path, job: Optional[str]) -> bool:
+    """Whether this process is the first of job's on this node to say what it found (the batch
+    script's, or the first task of a step): a mark in the runtime directory; marks of jobs long
+    gone are swept. Without a job (stardock exec on a login node): always."""
+    if not job:
+        return True
+    week_ago = time.time() - 7 * 86400
+    for name in os.listdir(runtime):
+        if name.startswith(SAID):
+            try:
+                if os.lstat(runtime / name).st_mtime < week_ago:
+                    os.unlink(runtime / name)
+            except OSError:
+                pass
+    try:
+        os.close(os.open(runtime / f"{SAID}{job}", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+    except FileExistsError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def run(launch: Launch, args: List[str], environ: Dict[str, str]) -> int:
@@ -367,7 +418,7 @@ def run(launch: Launch, args: List[str], environ: Dict[str, str]) -> int:
     held: List[Held] = []
     server: Optional[steps.StepServer] = None
     try:
-        _node_setup(launch, uid)
+        _node_setup(launch, uid, records_dir)
         output = own_dir(private_dir(launch.outputs, user, uid, "outputs directory (site config: outputs)")
                          / ids.label)
         record["output"] = str(output)
@@ -512,7 +563,7 @@ def run_step_task(step: steps.Step, records_dir: Path, program: List[str], envir
     and one /dev/shm."""
     become_subreaper()
     launch = step.launch
-    _node_setup(launch, os.getuid())
+    _node_setup(launch, os.getuid(), records_dir)
     marks = RunMarks(records_dir, socket.gethostname())
     procid = environ.get("SLURM_PROCID", "0")
     name = f"stardock-{step.label}-{environ.get('SLURM_STEP_ID', 's')}-{procid}-{os.getpid()}"

@@ -76,16 +76,24 @@ def split_args(argv: List[str]) -> NotebookArgs:
     return NotebookArgs(rest, port, wait, as_json)
 
 
-def runtime_dir() -> Path:
-    """Where the login node's end of a notebook listens: the user's private runtime directory."""
+def runtime_dir(records: Optional[Path] = None, warn: Optional[Callable[[str], None]] = None) -> Path:
+    """Where the login node's end of a notebook listens: the user's private runtime directory, else
+    /tmp/stardock-USER; where another user made that name first, the user's own directory beside
+    it (jobs/userdirs.py; found again by `stardock notebook connect`, with records' names key)."""
     from stardock_hpc.fsutil import private_runtime_dir
-    from stardock_hpc.jobs.userdirs import private_dir
+    from stardock_hpc.jobs import userdirs
 
     user, uid = getpass.getuser(), os.getuid()
     runtime = private_runtime_dir(os.environ)
     if runtime:
-        return private_dir(f"{runtime}/stardock", user, uid, "runtime directory ($XDG_RUNTIME_DIR)")
-    return private_dir("/tmp/stardock-{user}", user, uid, "runtime directory (/tmp/stardock-USER)")
+        return userdirs.private_dir(f"{runtime}/stardock", user, uid, "runtime directory ($XDG_RUNTIME_DIR)")
+    try:
+        return userdirs.private_dir("/tmp/stardock-{user}", user, uid, "runtime directory (/tmp/stardock-USER)")
+    except userdirs.Taken as taken:
+        if records is None:
+            raise
+        return userdirs.beside(taken, uid, lambda: userdirs.names_key(records), userdirs.this_machine(boot=True),
+                               warn or (lambda _msg: None))
 
 
 def login_socket(job: str, directory: Path) -> str:
@@ -248,7 +256,7 @@ def start(argv: List[str], cwd: Path, site_option: Optional[str], on_line: Optio
     if not _has_srun():
         raise UsageError("stardock notebook needs Slurm's srun on this login node (its way in is a job step)")
     records, _outputs = user_dirs(site, getpass.getuser())
-    listen_in = runtime_dir()  # checked before anything is submitted
+    listen_in = runtime_dir(records, lambda msg: say(f"warning: {msg}"))  # checked before anything is submitted
     token = secrets.token_hex(24)
     req = replace(req, script=wrap_script(job_command(site.mount_root)), add_apps=(APP,), notebook_token=token)
     prepared = prepare(req, site, on_line, say=say)
@@ -280,7 +288,7 @@ def connect(job: str, site: Site, wait: float, say: Callable[[str], None]) -> Tu
     nb = _mine(records, job)
     if not forwarder_running(nb):
         nb.forwarder = None
-        nb.login_socket = login_socket(nb.job, runtime_dir())
+        nb.login_socket = login_socket(nb.job, runtime_dir(records, lambda msg: say(f"warning: {msg}")))
         nb.login_host = login_host()
     ready, state = wait_for_server(records, nb, wait, lambda: job_state(nb.job, site), say)
     return nb, state, ready

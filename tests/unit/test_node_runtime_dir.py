@@ -1,10 +1,14 @@
 """The wrapper's own runtime directory never carries Podman state across a reboot."""
 from __future__ import annotations
 
+import os
+import stat
 import time
 from pathlib import Path
 
-from stardock_hpc.jobs import node
+import pytest
+
+from stardock_hpc.jobs import node, userdirs
 
 
 def boot(tmp_path, monkeypatch, ident):
@@ -79,3 +83,68 @@ def test_a_live_pause_process_is_left_alone(tmp_path):
     finally:
         pause.kill()
         pause.wait()
+
+
+# --- /tmp/stardock-runtime-UID made first by another user ---------------------------------------
+
+SQUATTER = 4343
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="planting another user's object needs root (the attack tests do it "
+                    "with a second user)")
+@pytest.mark.parametrize("kind", ["directory", "link"])
+def test_a_runtime_name_another_user_made_first_is_not_used(tmp_path, monkeypatch, kind):
+    """Without /run/user/UID the jobs' runtime directory is /tmp/stardock-runtime-UID: made first
+    by another user, every task of the user's jobs on the node takes the same private directory
+    beside it, and nothing goes into theirs."""
+    uid = os.getuid()
+    if Path(f"/run/user/{uid}").exists():
+        pytest.skip(f"/run/user/{uid} exists here: the runtime directory is that one")
+    boot(tmp_path, monkeypatch, "this")
+    monkeypatch.setattr(userdirs, "BOOT_ID", tmp_path / "boot_id")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    tmp.chmod(0o1777)
+    monkeypatch.setattr(node.tempfile, "gettempdir", lambda: str(tmp))
+    theirs, target = tmp / f"stardock-runtime-{uid}", tmp_path / "elsewhere"
+    target.mkdir()
+    if kind == "directory":
+        theirs.mkdir(mode=0o777)
+        theirs.chmod(0o777)
+    else:
+        theirs.symlink_to(target)
+    os.lchown(theirs, SQUATTER, SQUATTER)
+    warned: list = []
+    runtime = Path(node.runtime_dir(uid, lambda: bytes(32), warned.append))
+    assert runtime.parent == tmp and runtime.name.startswith(theirs.name + "-")
+    st = os.lstat(runtime)
+    assert stat.S_ISDIR(st.st_mode) and st.st_uid == uid and stat.S_IMODE(st.st_mode) == 0o700
+    assert len(warned) == 1 and str(theirs) in warned[0] and f"uid {SQUATTER}" in warned[0]
+    assert node.runtime_dir(uid, lambda: bytes(32), warned.append) == str(runtime), "found again by the next task"
+    assert os.lstat(theirs).st_uid == SQUATTER and list(target.iterdir()) == []
+    if kind == "directory":
+        assert list(theirs.iterdir()) == []
+    boot(tmp_path, monkeypatch, "next")  # after a reboot: another name (this one was on command lines)
+    assert node.runtime_dir(uid, lambda: bytes(32), warned.append) != str(runtime)
+
+
+def test_without_the_users_key_a_taken_runtime_name_is_still_refused(tmp_path, monkeypatch):
+    uid = os.getuid()
+    if Path(f"/run/user/{uid}").exists():
+        pytest.skip(f"/run/user/{uid} exists here: the runtime directory is that one")
+    monkeypatch.setattr(node.tempfile, "gettempdir", lambda: str(tmp_path))
+    (tmp_path / f"stardock-runtime-{uid}").write_text("not a directory\n")
+    with pytest.raises(userdirs.Taken, match="is not a directory"):
+        node.runtime_dir(uid)
+
+
+def test_what_a_job_found_on_a_node_is_said_once(tmp_path):
+    """The batch script and each step's tasks set up alike; the job's log gets the warning once per node."""
+    assert node.first_to_say(tmp_path, "77") and not node.first_to_say(tmp_path, "77")
+    assert node.first_to_say(tmp_path, "78")
+    assert node.first_to_say(tmp_path, None) and node.first_to_say(tmp_path, None), "stardock exec here: always"
+    old = tmp_path / f"{node.SAID}1"
+    old.write_text("")
+    os.utime(old, (1, 1))
+    node.first_to_say(tmp_path, "79")
+    assert not old.exists(), "marks of jobs long gone are swept"
