@@ -5,12 +5,49 @@ import os
 import re
 import subprocess
 import time
+from pathlib import Path
 from typing import Dict, List, Optional
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
             "PREEMPTED", "BOOT_FAIL", "DEADLINE"}
 SACCT_FIELDS = ["JobID", "JobName", "State", "ExitCode", "MaxRSS", "ReqMem", "Timelimit",
                 "AllocCPUS", "Elapsed", "User"]
+
+
+def job_cgroup_tasks(node: str, job: str) -> List[int]:
+    """The processes still in the job's cgroups on node (every controller; the nodes' cgroup
+    subtrees are the machine's /sys/fs/cgroup/CONTROLLER/sdNODE/slurm_NODE)."""
+    pids: List[int] = []
+    for procs in Path("/sys/fs/cgroup").glob(f"*/sd{node}/slurm_{node}/uid_*/job_{job}/**/cgroup.procs"):
+        try:
+            pids += [int(p) for p in procs.read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return sorted(set(pids))
+
+
+def until_accounted(step: str, mib: int) -> str:
+    """Shell: wait (a minute at most) until Slurm's accounting has seen step hold about mib MiB
+    (jobacct_gather samples every second): the event a memory test waits for, not a clock.
+    step: e.g. "$SLURM_JOB_ID.batch" (sstat is there in a stardock job's container too)."""
+    least = mib * 2**20 * 9 // 10
+    return (f'n=0; until r=$(sstat -n -P --noconvert -j "{step}" -o MaxRSS 2>/dev/null | head -n1); '
+            f'[ "${{r:-0}}" -ge {least} ] 2>/dev/null || [ $n -ge 600 ]; do sleep 0.1; n=$((n + 1)); done')
+
+
+def hog(mib: int = 300) -> str:
+    """Shell (no single quote: it goes inside bash -c '...'): hold mib MiB in the batch script until
+    the job's accounting has seen it, then print its size."""
+    return (f'x=$(head -c {mib}M /dev/zero | tr "\\0" a); '
+            f'{until_accounted("$SLURM_JOB_ID.batch", mib)}; echo ${{#x}}')
+
+
+def hog_until(flag: str, mib: int = 300) -> str:
+    """Shell (no single quote): hold mib MiB until the file flag exists (a minute at most; the
+    batch script makes it once the step's accounting saw the memory), then print its size: a
+    step's task, whose container has no Slurm commands of its own."""
+    return (f'x=$(head -c {mib}M /dev/zero | tr "\\0" a); n=0; '
+            f'until [ -e "{flag}" ] || [ $n -ge 600 ]; do sleep 0.1; n=$((n + 1)); done; echo ${{#x}}')
 
 
 # Podman as the user's jobs run it on a node: against the user's node storage there (stardock's

@@ -118,7 +118,8 @@ def suite_build(name: str, engine: str = "podman") -> Dict:
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=3600, cwd=spec.parent)
     if proc.returncode != 0:
         raise AssertionError(f"building the suite's {name} image for {engine} failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    out = proc.stdout
+    return json.loads(out[out.index("{"):])  # the build's JSON, after whatever the build printed
 
 
 def main(argv) -> int:

@@ -11,15 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
-from clitools import remove, shared_dir, stardock, stardock_json, write_spec
+from clitools import remove, shared_dir, stardock, stardock_argv, stardock_json, write_spec
 
-from slurmtools import mem_bytes, node_containers, node_podman_argv, sh, wait_job
+from slurmtools import hog, job_cgroup_tasks, mem_bytes, node_containers, node_podman_argv, sh, wait_job
 
 pytestmark = [pytest.mark.slurm, pytest.mark.podman]
 ENGINES = [pytest.param("podman", id="podman"), pytest.param("apptainer", id="apptainer",
                                                               marks=pytest.mark.apptainer)]
 ARCHIVE = Path(os.environ.get("STARDOCK_TESTBED", "/var/tmp/stardock-testbed")) / "volumes" / "archive"
-HOG = "x=$(head -c 300M /dev/zero | tr '\\0' a); sleep 5; echo ${#x}"
+HOG = hog(300)  # held until the job's accounting has seen it
 
 
 # Every job of this module runs on node2, then every one on node3: nothing may rely on the login
@@ -142,9 +142,9 @@ def _nothing_left(job: str, marker: str) -> None:
     """No process of the job (its script, the wrapper and its cleanup, conmon) and no container
     remain, and none comes back."""
     deadline = time.time() + 60
-    while time.time() < deadline and _leftovers(job, marker):
-        time.sleep(0.5)
-    time.sleep(2)
+    while time.time() < deadline and (_leftovers(job, marker) or job_cgroup_tasks(PLACE["node"], job)):
+        time.sleep(0.2)
+    # with the job's cgroups empty, what is still found escaped them: it would stay
     assert _leftovers(job, marker) == [], "parts of the job survived it"
 
 
@@ -249,9 +249,17 @@ def test_the_container_gets_a_clean_explicit_environment(workdir):
 
 
 def test_logs_prints_the_job_output(workdir):
-    job = submit(workdir, "--output=logs-%j.out", str(script(workdir, "logs.sh", "echo one; sleep 2; echo two\n")))
-    follow = stardock("logs", job, "--follow", timeout=120)
-    assert follow.returncode == 0 and follow.stdout == "one\ntwo\n", follow.stderr
+    # the job writes its second line only once `logs --follow` has shown the first
+    flag = workdir / f"followed-{time.monotonic_ns()}"
+    body = f'echo one; n=0; until [ -e "{flag}" ] || [ $n -ge 600 ]; do sleep 0.1; n=$((n + 1)); done; echo two\n'
+    job = submit(workdir, "--output=logs-%j.out", str(script(workdir, "logs.sh", body)))
+    follow = subprocess.Popen(stardock_argv("logs", job, "--follow"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, cwd="/tmp")
+    assert follow.stdout is not None
+    first = follow.stdout.readline()
+    flag.touch()
+    rest, err = follow.communicate(timeout=120)
+    assert follow.returncode == 0 and first + rest == "one\ntwo\n", err
     assert stardock("logs", job).stdout == "one\ntwo\n"
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from clitools import ENGINES, remove, shared_dir, stardock, write_spec
 
-from slurmtools import mem_bytes, sacct, sbatch, sh, wait_job
+from slurmtools import hog, mem_bytes, sacct, sbatch, sh, wait_job
 
 pytestmark = [pytest.mark.slurm]
 NODES = ("node1", "node2", "node3")
-HOG = "x=$(head -c 300M /dev/zero | tr '\\0' a); sleep 5; echo ${#x}"
+HOG = hog(300)  # held until the job's accounting has seen it
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ import pytest
 from clitools import built_image, cancelled_at_exit, stardock, stardock_json
 from resttools import free_port, jobs_named, rest_site, scontrol_records
 
-from slurmtools import mem_bytes, replace_job_ids, sacct, sh
+from slurmtools import hog, mem_bytes, replace_job_ids, sacct, sh
 
 pytestmark = [pytest.mark.slurm, pytest.mark.podman]
 
@@ -173,9 +173,8 @@ def test_the_same_job_runs_through_sbatch_and_rest(workdir, image_key, jobs):
 
 
 def test_rest_status_until_completed_with_accounting(workdir, image_key, jobs):
-    # holds 100 MB for a few seconds: the accounting samples once a second (JobAcctGatherFrequency)
-    (workdir / "mem.sh").write_text("#!/bin/bash\n#SBATCH --mem=500M\n#SBATCH --time=5\n"
-                                    "x=$(head -c 100M /dev/zero | tr '\\0' x)\nsleep 4\necho ${#x}\n")
+    # holds 100 MB until the job's accounting has seen it (it samples once a second)
+    (workdir / "mem.sh").write_text(f"#!/bin/bash\n#SBATCH --mem=500M\n#SBATCH --time=5\n{hog(100)}\n")
     (workdir / "fail.sh").write_text("#!/bin/bash\n#SBATCH --time=5\necho failing\nexit 3\n")
     good = submit(workdir, image_key, jobs, "rest", "-J", "rest-mem", "mem.sh")[1]
     bad = submit(workdir, image_key, jobs, "rest", "-J", "rest-fail", "fail.sh")[1]

@@ -18,7 +18,7 @@ from resttools import Proxy, free_port, jobs_named, own_slurmrestd, rest_site, s
 pytestmark = [pytest.mark.slurm, pytest.mark.podman]
 
 SPEC = 'name: rest-backend\nbuild: ["echo rest backend > /stamp"]\n'
-SCRIPT = "#!/bin/bash\n#SBATCH --time=5\n#SBATCH --output=outage-%j.out\nsleep 20\n"
+SCRIPT = "#!/bin/bash\n#SBATCH --time=5\n#SBATCH --output=outage-%j.out\nsleep 600\n"  # until cancelled
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 from clitools import ENGINES, remove, shared_dir, stardock, stardock_argv, stardock_json, write_spec
 
-from slurmtools import mem_bytes, node_containers, sh, wait_job
+from slurmtools import hog_until, job_cgroup_tasks, mem_bytes, node_containers, sh, until_accounted, wait_job
 
 pytestmark = [pytest.mark.slurm]
 NODES = ["node1", "node2", "node3"]
-HOG = 'x=$(head -c 300M /dev/zero | tr "\\0" a); sleep 3; echo ${#x}'  # single-quoted in the script
+SEEN = "$STARDOCK_OUTPUT/accounted"  # the batch script makes it once the step's accounting saw the memory
+HOG = hog_until(SEEN)  # single-quoted in the script
 RING_C = r"""#include <mpi.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -119,9 +120,12 @@ sbcast /etc/hostname /tmp/hostname; echo "sbcast=$?"
 
 @pytest.mark.podman
 def test_a_signal_to_srun_reaches_its_tasks_and_srun_status_comes_back(work):
-    body = """srun -N2 -n2 sleep 321.5 &
+    body = """srun -N2 -n2 sh -c 'touch "$STARDOCK_OUTPUT/up-$SLURM_PROCID"; exec sleep 321.5' &
 pid=$!
-sleep 8
+n=0
+until [ -e "$STARDOCK_OUTPUT/up-0" ] && [ -e "$STARDOCK_OUTPUT/up-1" ] || [ $n -ge 600 ]; do
+    sleep 0.1; n=$((n + 1))
+done
 kill -TERM $pid
 wait $pid
 echo "srun=$?"
@@ -184,7 +188,8 @@ def test_the_mpi_apps_pass_their_smoke_commands(work, spec, app):
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_each_step_is_accounted_and_limited_on_its_node(work, engine):
-    body = f"""srun -n1 --mem=1G bash -c '{HOG}'
+    body = f"""srun -n1 --mem=1G bash -c '{HOG}' &
+{until_accounted("$SLURM_JOB_ID.0", 300)}; touch "{SEEN}"; wait
 srun -n1 --mem=150M bash -c '{HOG}'; echo "oom=$?"
 """
     job, out, err = run_job(work, f"stepmem-{engine}", body, "-w", "node3", "--mem=2G", engine=engine)
@@ -230,9 +235,9 @@ def test_cancel_of_a_three_node_job_leaves_nothing_on_any_node(work, engine):
     rows = wait_job(job, timeout=120)
     assert rows[job]["State"].startswith("CANCELLED"), rows
     deadline = time.time() + 60
-    while time.time() < deadline and _leftovers(job, marker):
-        time.sleep(0.5)
-    time.sleep(2)
+    while time.time() < deadline and (_leftovers(job, marker) or any(job_cgroup_tasks(n, job) for n in NODES)):
+        time.sleep(0.2)
+    # with the job's cgroups empty on every node, what is still found escaped them: it would stay
     assert _leftovers(job, marker) == [], "parts of the job survived it"
     # each node's runtime directory keeps nothing of the job (its prepared image, its /dev/shm)
     state = sh(["srun", "-N3", "--ntasks-per-node=1", "-t", "1", "sh", "-c",

@@ -11,13 +11,30 @@ from slurmtools import mem_bytes, sbatch, sh, wait_job
 
 pytestmark = pytest.mark.slurm
 
-ALLOC = "import time; x = bytearray({mb} * 1024 * 1024); x[::4096] = b'x' * len(x[::4096]); time.sleep({s})"
+# holds mb MiB until the job's accounting has seen it (it samples every second), a minute at most
+ALLOC = """import os, subprocess, time
+x = bytearray({mb} * 1024 * 1024)
+x[::4096] = b"x" * len(x[::4096])
+step = os.environ["SLURM_JOB_ID"] + ".batch"
+for _ in range(600):
+    out = subprocess.run(["sstat", "-n", "-P", "--noconvert", "-j", step, "-o", "MaxRSS"],
+                         capture_output=True, text=True).stdout.split()
+    if out and out[0].isdigit() and int(out[0]) >= {mb} * 1024 * 1024 * 9 // 10:
+        break
+    time.sleep(0.1)
+"""
+
+
+def alloc(directory, mb: int):
+    path = directory / f"alloc-{mb}.py"
+    path.write_text(ALLOC.format(mb=mb))
+    return path
 
 
 def test_job_with_mem_time_cpus_completes_with_maxrss(tmp_path):
     job = sbatch("--mem=300M", "--time=2", "--cpus-per-task=2", f"--chdir={tmp_path}",
                  f"--output={tmp_path}/out-%j.txt",
-                 "--wrap", f'python3 -c "{ALLOC.format(mb=120, s=3)}"; nproc')
+                 "--wrap", f"python3 {alloc(tmp_path, 120)}; nproc")
     rows = wait_job(job)
     main, batch = rows[job], rows[f"{job}.batch"]
     assert main["State"] == "COMPLETED", rows
@@ -32,7 +49,7 @@ def test_job_with_mem_time_cpus_completes_with_maxrss(tmp_path):
 
 def test_job_over_its_memory_ends_out_of_memory(tmp_path):
     job = sbatch("--mem=100M", "--time=2", f"--chdir={tmp_path}", "--output=/dev/null",
-                 "--wrap", f'python3 -c "{ALLOC.format(mb=400, s=5)}"')
+                 "--wrap", f"python3 {alloc(tmp_path, 400)}")
     rows = wait_job(job)
     assert rows[job]["State"] == "OUT_OF_MEMORY", rows
     assert rows[job]["ExitCode"] == "0:125"
