@@ -92,3 +92,117 @@ def pytest_sessionfinish(session, exitstatus):
 
         with open(path, "w") as fh:
             json.dump({"exitstatus": int(exitstatus), "tests": _REPORT}, fh, indent=1, sort_keys=True)
+
+
+# --- what a run leaves in shared places (issue 24) ---------------------------------------------
+# A test removes what it made in places other tests read: the shared image cache, the homes, the
+# testbed's shared directory, Slurm's queue. Checked for this lane's two users at the end of a run
+# under the testbed: what is new there since the run started fails the run. Kept by design: the
+# images of specs whose name is written in the tests' sources (a fixed key: a cache hit in every
+# later run), and what stardock itself keeps in a home (records, outputs, configuration).
+HOME_KEPT = {".local", ".config", ".cache", ".apptainer", ".ssh", "stardock", ".node-names.key"}
+_BEFORE: dict = {}
+
+
+def _lane_users():
+    import pwd
+
+    names = [os.environ.get("STARDOCK_TEST_USER") or pwd.getpwuid(os.getuid()).pw_name,
+             os.environ.get("STARDOCK_OTHER_USER", "stardock2")]
+    out = []
+    for name in names:
+        try:
+            out.append(pwd.getpwnam(name))
+        except KeyError:
+            continue
+    return out
+
+
+def _kept_names():
+    import re
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    names = set()
+    for path in [*here.rglob("*.py"), *here.rglob("*.yaml")]:
+        if "corpus" in path.parts and path.suffix == ".py":
+            continue
+        text = path.read_text(errors="replace")
+        names |= set(re.findall(r"\bname:\s*['\"]?([A-Za-z0-9][A-Za-z0-9_.-]*)(?=['\"\s\\,}]|$)", text))
+    names |= {p.name for p in (here / "corpus" / "recipes").iterdir() if p.is_dir()}
+    return names
+
+
+def _shared_state(users):
+    import json
+    import subprocess
+    from pathlib import Path
+
+    state = {"entries": {}, "homes": {}, "shared": set(), "jobs": set()}
+    testbed = Path(os.environ.get("STARDOCK_TESTBED", "/var/tmp/stardock-testbed"))
+    uids = {u.pw_uid: u.pw_name for u in users}
+    entries = testbed / "cache" / "entries"
+    for entry in (entries.iterdir() if entries.is_dir() else []):
+        owner = entry.name.rsplit("-u", 1)[-1].split(".")[0]
+        if owner.isdigit() and int(owner) in uids:
+            try:
+                name = json.loads((entry / "meta.json").read_text()).get("name", "?")
+            except (OSError, ValueError):
+                name = "?"  # private to its owner (another lane user's), or half there
+            state["entries"][entry.name] = name
+    for u in users:
+        try:
+            state["homes"][u.pw_name] = set(os.listdir(u.pw_dir))
+        except OSError:
+            state["homes"][u.pw_name] = set()
+    shared = testbed / "shared"
+    for child in (shared.iterdir() if shared.is_dir() else []):
+        try:
+            if child.lstat().st_uid in uids:
+                state["shared"].add(child.name)
+        except OSError:
+            pass
+    for u in users:
+        out = subprocess.run(["squeue", "-h", "-u", u.pw_name, "-o", "%i %T %j"], capture_output=True, text=True)
+        state["jobs"] |= {f"{line} ({u.pw_name})" for line in out.stdout.splitlines() if line.strip()}
+    return state
+
+
+def _checks_leaks(session) -> bool:
+    if not REQUIRED or os.environ.get("STARDOCK_NO_LEAK_CHECK") == "1":
+        return False
+    return any("/integration/" in str(item.fspath) or "/asroot/" in str(item.fspath) for item in session.items)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session):
+    if _checks_leaks(session):
+        _BEFORE["session"] = session
+        _BEFORE["users"] = _lane_users()
+        _BEFORE["state"] = _shared_state(_BEFORE["users"])
+
+
+def leaks(before, after, kept_names) -> list:
+    new = sorted(set(after["entries"]) - set(before["entries"]))
+    found = [f"cache entry {name} ({after['entries'][name]})" for name in new
+             if after["entries"][name] not in kept_names]
+    for user, names in after["homes"].items():
+        found += [f"~{user}/{n}" for n in sorted(names - before["homes"].get(user, set()) - HOME_KEPT)]
+    found += [f"{os.environ.get('STARDOCK_TESTBED', '/var/tmp/stardock-testbed')}/shared/{n}"
+              for n in sorted(after["shared"] - before["shared"])
+              if not n.startswith(("pytest-", "suite-images-"))]
+    found += [f"job {j} still in Slurm's queue" for j in sorted(after["jobs"] - before["jobs"])]
+    return found
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if "state" not in _BEFORE:
+        return
+    found = leaks(_BEFORE["state"], _shared_state(_BEFORE["users"]), _kept_names())
+    if found:
+        terminalreporter.section("left in shared places (issue 24): the tests that made these must remove them",
+                                 red=True)
+        for line in found:
+            terminalreporter.line(f"  {line}")
+        _BEFORE["session"].exitstatus = pytest.ExitCode.TESTS_FAILED

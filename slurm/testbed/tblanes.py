@@ -172,9 +172,10 @@ def run_suite(repo: Path, src: Path, python: str, *, fresh_first: bool = False) 
     phase1 = [
         Lane("root", "root", [[*pytest(python), str(repo / "tests" / "testbed")],
                               [*pytest(python), str(tests / "asroot")]], cwd=src, env=required),
-        Lane("local", TEST_USER, [[*pytest(python), *basetemp(TEST_USER, "local"), str(tests / "unit"),
-                                   str(tests / "golden"), *map(str, local_modules)]],
-             cwd=src, env=lane_env(*LANES[0]), nice=True),
+        # as the second lane's users: the root lane's jobs and the images are the first lane user's
+        Lane("local", LANES[1][0], [[*pytest(python), *basetemp(LANES[1][0], "local"), str(tests / "unit"),
+                                     str(tests / "golden"), *map(str, local_modules)]],
+             cwd=src, env=lane_env(*LANES[1]), nice=True),
         Lane("images", TEST_USER, [[python, str(tests / "suiteimages.py"), "build"]], cwd=src,
              env=lane_env(*LANES[0]), nice=True),
     ]

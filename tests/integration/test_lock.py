@@ -27,10 +27,15 @@ SIX_OLD = "1.15.0"
 def work():
     path = shared_dir("stardock-lock-")
     nonce = f"{time.time_ns()}"
-    write_spec(path, f"name: lock-test\nenv: {{NONCE: '{nonce}'}}\npackages:\n  apt: [jq]\n"
-               "  pip: [six==1.16.0]\n")
+    # the nonce in the last step: a build of its own every run (its entry is pruned at the end), whose
+    # package layers Podman still takes from its layer cache
+    write_spec(path, "name: lock-test\npackages:\n  apt: [jq]\n  pip: [six==1.16.0]\n"
+               f"build: ['echo {nonce} > /etc/lock-test-nonce']\n")
     yield path
     remove(path)
+    cache = site_cache()  # this module's own images (a nonce each run): nothing else builds lock-test
+    for entry in [e for e in cache.entries() if e.owner == os.getuid() and e.meta.get("name") == "lock-test"]:
+        cache.remove(entry)
 
 
 @pytest.fixture(scope="module")
