@@ -172,10 +172,10 @@ class Bench:
             meta = json.loads((Path(info["artifact"]).parent / "meta.json").read_text())
             image = eng.image_for(Path(info["artifact"]), meta.get("image_tag") or "")
             opts = RunOptions(uid=os.getuid(), gid=os.getgid())
-            argvs[f"{engine}: engine argv, `true`"] = eng.run_argv(image, ["true"], [], {}, None, opts)
+            argvs[f"{engine}: engine argv, `true`"] = eng.run_argv(image, ["true"], [], None, opts)
             if shim and engine == "podman":
                 opts = RunOptions(uid=os.getuid(), gid=os.getgid(), runtime=str(data_dir("wrappers") / RUNTIME_SHIM))
-                argvs["podman: engine argv + stardock-runc shim"] = eng.run_argv(image, ["true"], [], {}, None, opts)
+                argvs["podman: engine argv + stardock-runc shim"] = eng.run_argv(image, ["true"], [], None, opts)
         return argvs
 
     def in_job(self) -> Dict:

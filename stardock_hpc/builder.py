@@ -52,7 +52,7 @@ def run_in_image(engine: Engine, artifact: Path, tag: str, script: str, args: Se
                  network: bool = False, timeout: Optional[float] = None) -> str:
     """The output of a shell script (with args as $1...) run in a built image, as the user."""
     image = engine.image_for(artifact, tag)
-    argv = engine.run_argv(image, ["/bin/sh", "-c", script, "sh", *args], [], {}, None, RunOptions(network=network))
+    argv = engine.run_argv(image, ["/bin/sh", "-c", script, "sh", *args], [], None, RunOptions(network=network))
     out = proc.run(argv, check=False, timeout=300.0 if timeout is None else max(1.0, min(300.0, timeout)))
     if not out.ok:
         raise ExternalError(f"cannot {what} the image {tag} (exit {out.returncode}):\n{out.tail()}")

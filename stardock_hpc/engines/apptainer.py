@@ -54,10 +54,11 @@ class ApptainerEngine(Engine):
         return ImageRef(self.name, str(artifact))
 
     def run_argv(self, image: ImageRef, command: Sequence[str], mounts: Sequence[Mount],
-                 env: Mapping[str, str], workdir: Optional[str], options: RunOptions) -> list:
+                 workdir: Optional[str], options: RunOptions) -> list:
         # --pid: the job sees only its own processes (a step's tasks share the node's instead).
         # Apptainer always sets no_new_privs itself. Inherited descriptors (options.preserve_fds)
-        # pass through as they are.
+        # pass through as they are. --cleanenv: this process's environment (the job's, with
+        # --export=ALL the login session's) stays out; the job's variables come by descriptor.
         argv = ["apptainer", "--silent", "exec", "--cleanenv", "--contain", "--no-home"]
         if not options.host_pid:
             argv.append("--pid")
@@ -70,13 +71,7 @@ class ApptainerEngine(Engine):
             argv += ["--workdir", options.tmpdir]
         if workdir:
             argv += ["--pwd", workdir]
-        argv.append(image.ref)
-        # Apptainer passes APPTAINERENV_* and --env-file values through a shell, which expands
-        # $ and backquotes; env(1) inside the container sets them literally instead.
-        command = list(command) or [RUNSCRIPT]
-        if "=" in command[0]:  # env(1) would take it for a variable
-            command = ["/bin/sh", "-c", 'exec "$@"', "sh", *command]
-        return argv + ["/usr/bin/env", *(f"{k}={v}" for k, v in env.items()), *command]
+        return [*argv, image.ref, *(list(command) or [RUNSCRIPT])]
 
     def spawn_rlimits(self, options: RunOptions) -> Dict[int, Tuple[int, int]]:
         # Set on apptainer itself: the container's own user namespace then counts only its

@@ -33,7 +33,7 @@ class ImageRef:
     ref: str
     squashfs: Optional[str] = None  # the cache's squashfs of the image, mounted for each run
     rootfs: Optional[str] = None    # where it is mounted
-    env: Tuple[str, ...] = ()       # the image's own environment (NAME=VALUE), given with the run
+    env: Tuple[str, ...] = ()       # the image's own environment (NAME=VALUE), set with the job's (a --rootfs run)
     holder: Optional[int] = None    # a process in the namespaces where that mount is (runs join them)
 
 
@@ -98,14 +98,10 @@ class Engine(ABC):
 
     @abstractmethod
     def run_argv(self, image: ImageRef, command: Sequence[str], mounts: Sequence[Mount],
-                 env: Mapping[str, str], workdir: Optional[str], options: RunOptions) -> list:
-        """The argument list that runs command in image. Pure: no I/O."""
-
-    def run_environ(self, env: Mapping[str, str]) -> Dict[str, str]:
-        """What the engine's own process must have in its environment for run_argv's command:
-        the values it takes from there instead of from its command line, which everybody on the
-        node can read (`ps`)."""
-        return {}
+                 workdir: Optional[str], options: RunOptions) -> list:
+        """The argument list that runs command in image. Pure: no I/O. It carries no variable of
+        the container's: everybody on the node reads every process's command line (`ps`); the job's
+        environment reaches the container by descriptor (jobs/binds.py)."""
 
     def spawn_rlimits(self, options: RunOptions) -> Dict[int, Tuple[int, int]]:
         """Resource limits to set on the engine's own process (engines that cannot set them for

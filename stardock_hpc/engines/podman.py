@@ -46,13 +46,6 @@ def rootless_env() -> list:
             f"_CONTAINERS_ROOTLESS_GID={os.getgid()}"]
 
 
-# Variables podman itself (or the Go runtime, or the programs it starts) reads from its environment
-PODMAN_READS = re.compile(
-    r"HOME|PATH|TMPDIR|USER|LOGNAME|SHELL|TERM|TZ|LANG|LANGUAGE|LC_\w*|LD_\w*|GO\w*|XDG_\w*|_?CONTAINERS?_\w*"
-    r"|PODMAN_\w*|BUILDAH_\w*|STORAGE_\w*|REGISTR\w*|DOCKER_\w*|DBUS_\w*|NOTIFY_SOCKET|SSL_\w*|CNI_\w*"
-    r"|NETAVARK_\w*|SLIRP4NETNS_\w*|CONMON_\w*|OCI_\w*|RUNC_\w*|CRUN_\w*|STARDOCK_NODE_STORAGE"
-    r"|(?i:https?_proxy|no_proxy|ftp_proxy|all_proxy)")
-NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 STEP_ID_RE = re.compile(r"--> (?:Using cache )?([0-9a-f]{11,64})$")
 
 
@@ -169,7 +162,7 @@ class PodmanEngine(Engine):
         return ImageRef(self.name, tag)
 
     def run_argv(self, image: ImageRef, command: Sequence[str], mounts: Sequence[Mount],
-                 env: Mapping[str, str], workdir: Optional[str], options: RunOptions) -> list:
+                 workdir: Optional[str], options: RunOptions) -> list:
         # no_new_privs: a setuid file in the image gains nothing (runc, not Podman, enforces it)
         joined = in_namespace_of(image.holder) + rootless_env() if image.rootfs and image.holder else []
         # --init reaps and forwards signals as PID 1; in the node's PID namespace there is none
@@ -177,7 +170,10 @@ class PodmanEngine(Engine):
         argv = [*joined, *podman(options.storage), "run", "--rm", "--pull=never", *pid,
                 f"--network={'host' if options.host_network else 'slirp4netns' if options.network else 'none'}",
                 "--userns=keep-id",
-                "--security-opt=no-new-privileges"]
+                "--security-opt=no-new-privileges",
+                # podman copies its own proxy variables (the login session's) into the container
+                # by default: the job's variables come by descriptor (jobs/binds.py), as named
+                "--http-proxy=false"]
         if options.uid is not None:
             argv.append(f"--user={options.uid}:{options.gid if options.gid is not None else options.uid}")
         if options.runtime:
@@ -195,24 +191,11 @@ class PodmanEngine(Engine):
         for m in mounts:
             # -v splits on ':' only; --mount is CSV and would choke on a quote in a path
             argv += ["--volume", f"{m.host}:{m.target}:{'ro' if m.readonly else 'rw'}"]
-        for pair in image.env:  # the image's own environment, which a --rootfs run does not read
-            argv += ["--env", pair]
-        hidden = self.run_environ(env)
-        for key, value in env.items():  # the value from podman's own environment (run_environ), or here
-            argv += ["--env", key if key in hidden else f"{key}={value}"]
         if workdir:
             argv += ["--workdir", workdir]
-        if image.rootfs:
+        if image.rootfs:  # the image's own variables come with the job's (ImageRef.env)
             return argv + ["--rootfs", f"{image.rootfs}:O", *command]
         return argv + [image.ref, *command]
-
-    def run_environ(self, env: Mapping[str, str]) -> Dict[str, str]:
-        """`--env NAME` takes the value from podman's environment: the container's variables go
-        there, off the command line, except those podman itself reads (they would change what it
-        does: its home, paths, Go runtime, proxies, its own configuration), which are stardock's
-        and the site's, not a user's secrets."""
-        # "": nothing to hide; a name podman would take for a pattern (FOO*) stays with its value
-        return {k: v for k, v in env.items() if v and NAME.fullmatch(k) and not PODMAN_READS.fullmatch(k)}
 
     def remove_run(self, name: str) -> bool:
         # `podman run --rm` removes the container itself unless it was interrupted

@@ -11,15 +11,26 @@ swapped path is refused, never followed.
 Descriptors travel as 3, 4, ...: Podman passes exactly those (`--preserve-fds=N`); Apptainer
 passes inherited descriptors as they are. The check runs in /bin/bash (Essential in Debian, the
 only base family): dash cannot close descriptors above 9.
+
+The container's environment travels the same way, never on a command line (everybody on the node
+reads every process's command line, `ps`): a private memory file of NAME=VALUE records, the last
+descriptor, from which the preflight sets each variable literally (no expansion of any value)
+before it runs the job. The preflight is bash -p: bash then reads no startup file ($BASH_ENV,
+$ENV), imports no function and ignores $SHELLOPTS and $BASHOPTS of the environment it starts
+with, which is the image's: nothing of the image runs before the checks. Nor does it run before
+the job's first line: the image's startup files are unset unless the job names them, its shell
+options are not passed on, and its exported functions are removed (env -u, by name) before a
+bash job script could import them.
 """
 from __future__ import annotations
 
 import fcntl
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from stardock_hpc.engines.base import Mount
 from stardock_hpc.errors import StardockError
@@ -27,11 +38,8 @@ from stardock_hpc.jobs.mounts import VolumeMount, unsafe_in
 from stardock_hpc.safefs import is_name
 
 FIRST_FD = 3
-PREFLIGHT = r"""if [ -n "${STARDOCK_PATH_PREFIX:-}" ]; then
-    PATH="$STARDOCK_PATH_PREFIX${PATH:+:$PATH}"
-    export PATH
-fi
-unset STARDOCK_PATH_PREFIX
+PREFLIGHT = r"""environment=$1
+shift
 fd=3
 while [ "$1" != -- ]; do
     if ! [ "$1" -ef "/proc/self/fd/$fd" ]; then
@@ -44,8 +52,93 @@ while [ "$1" != -- ]; do
     shift
 done
 shift
+if ! mapfile -d '' -u "$environment" stardock_env; then
+    printf 'stardock: refusing to run: the job'"'"'s environment did not reach the container\n' >&2
+    exit 126
+fi
+eval "exec $environment<&-"
+strip=()
+if mapfile -d '' initial </proc/self/environ; then
+    for kv in "${initial[@]}"; do
+        case $kv in BASH_FUNC_*=*) strip+=(-u "${kv%%=*}") ;; esac
+    done
+fi
+if [ "${#strip[@]}" -gt 0 ]; then
+    set -- /usr/bin/env "${strip[@]}" -- "$@"
+fi
+unset -v fd environment strip initial kv BASH_ENV ENV
+export -n SHELLOPTS BASHOPTS
+stardock_environment() {
+    unset -v stardock_env
+    while [ "$#" -gt 0 ]; do
+        command export -- "$1" || printf 'stardock: warning: %s was not set in the container\n' "${1%%=*}" >&2
+        shift
+    done
+}
+stardock_environment "${stardock_env[@]}"
+unset -f stardock_environment
+if [ -n "${STARDOCK_PATH_PREFIX:-}" ]; then
+    PATH="$STARDOCK_PATH_PREFIX${PATH:+:$PATH}"
+    export PATH
+fi
+unset -v STARDOCK_PATH_PREFIX
 exec "$@"
 """
+# Shells source these before a command: the image's never run in stardock's shells, and reach the
+# job only when it names them (PREFLIGHT unsets them before setting the job's variables). The
+# job's own shells would also take options and functions from the environment: PREFLIGHT passes
+# on neither the image's $SHELLOPTS/$BASHOPTS nor its BASH_FUNC_* functions.
+STARTUP_FILES = ("BASH_ENV", "ENV")
+# Names bash sets or keeps itself, so that a value given for them would not arrive as given (bash
+# 5.2, Debian 12's; tests/unit/test_binds.py measures them). `_` and SHLVL it sets for every
+# program it starts, as it would without a container: dropped without a word.
+SHELL_OWN = frozenset({
+    "UID", "EUID", "PPID", "BASHPID", "SHELLOPTS", "BASHOPTS", "BASH_VERSINFO", "GROUPS", "FUNCNAME",
+    "DIRSTACK", "BASH_ALIASES", "BASH_CMDS", "BASH_ARGC", "BASH_ARGV", "BASH_LINENO", "BASH_SOURCE",
+    "BASH_SUBSHELL", "BASH_COMMAND", "PIPESTATUS", "RANDOM", "SRANDOM", "SECONDS", "LINENO", "HISTCMD",
+    "EPOCHSECONDS", "EPOCHREALTIME", "OPTIND", "_", "SHLVL"})
+SILENT = frozenset({"_", "SHLVL"})
+SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def passable(env: Mapping[str, str]) -> Tuple[Dict[str, str], List[str]]:
+    """The variables the preflight can set exactly as given, and the names of the others (not
+    names bash can set: `A.B`, an exported function's `BASH_FUNC_f%%`; bash's own; a value with a
+    NUL, which no environment can hold), except those bash sets for every program anyway."""
+    ok: Dict[str, str] = {}
+    refused: List[str] = []
+    for name, value in env.items():
+        if SHELL_NAME.fullmatch(name) and name not in SHELL_OWN and "\0" not in value:
+            ok[name] = value
+        elif name not in SILENT:
+            refused.append(name)
+    return ok, refused
+
+
+def image_defaults(pairs: Sequence[str]) -> Dict[str, str]:
+    """The image's own variables (NAME=VALUE) that an engine does not set itself (a --rootfs run),
+    without its startup files."""
+    out: Dict[str, str] = {}
+    for pair in pairs:
+        name, eq, value = pair.partition("=")
+        if eq and name not in STARTUP_FILES:
+            out[name] = value
+    return out
+
+
+def environment_file(env: Mapping[str, str]) -> int:
+    """A private memory file holding env as NAME=VALUE records, each ended by a NUL, read from its
+    start: what PREFLIGHT reads (no size limit of its own: the kernel's, at the job's exec)."""
+    fd = os.memfd_create("stardock-environment", os.MFD_CLOEXEC)
+    try:
+        data = memoryview(b"".join(os.fsencode(k) + b"=" + os.fsencode(v) + b"\0" for k, v in env.items()))
+        while data:
+            data = data[os.write(fd, data):]
+        os.lseek(fd, 0, os.SEEK_SET)
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 class BindError(StardockError):
@@ -109,21 +202,41 @@ def hold_path(path: Path, target: str, readonly: bool, what: str) -> Held:
 
 class Handover:
     """The held descriptors given to the engine as 3, 4, ... (Podman's --preserve-fds passes
-    exactly those): renumbered in the child, between fork and exec (preexec). Until then free
-    numbers in that range are reserved here, so the pipes Popen makes cannot take them."""
+    exactly those), then the extra ones, then the container's environment (add_environment):
+    renumbered in the child, between fork and exec (preexec). Until then free numbers in that
+    range are reserved here, so the pipes Popen makes cannot take them."""
 
     def __init__(self, held: Sequence[Held], extra: Sequence[int] = ()) -> None:
         """extra: descriptors passed on after the held ones, unchecked (a task's PMI_FD)."""
         self.mounts = [h.mount for h in held]
         self._highs = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100) for fd in [h.fd for h in held] + list(extra)]
-        release(held)
+        release(held)  # before reserving: their numbers may be among the slots
         self.extra_fds = tuple(range(FIRST_FD + len(held), FIRST_FD + len(self._highs)))
         self._reserved: List[int] = []
-        for i, high in enumerate(self._highs):
-            if not _is_open(FIRST_FD + i):
-                os.dup2(high, FIRST_FD + i, inheritable=False)
-                self._reserved.append(FIRST_FD + i)
-        self.pass_fds = tuple(range(FIRST_FD, FIRST_FD + len(self._highs)))
+        for i in range(len(self._highs)):
+            self._reserve(i)
+        self.environment_fd: Optional[int] = None
+
+    def _reserve(self, i: int) -> None:
+        slot = FIRST_FD + i
+        if not _is_open(slot):
+            os.dup2(self._highs[i], slot, inheritable=False)
+            self._reserved.append(slot)
+
+    def add_environment(self, env: Mapping[str, str]) -> int:
+        """Pass env on as the last descriptor (environment_file); its number in the container."""
+        fd = environment_file(env)
+        try:
+            self._highs.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100))
+        finally:
+            os.close(fd)
+        self._reserve(len(self._highs) - 1)
+        self.environment_fd = FIRST_FD + len(self._highs) - 1
+        return self.environment_fd
+
+    @property
+    def pass_fds(self) -> Tuple[int, ...]:
+        return tuple(range(FIRST_FD, FIRST_FD + len(self._highs)))
 
     def in_child(self) -> None:
         for i, high in enumerate(self._highs):
@@ -154,7 +267,8 @@ def release(held: Sequence[Held]) -> None:
             pass
 
 
-def checked_command(mounts: Sequence[Mount], command: Sequence[str]) -> List[str]:
+def checked_command(mounts: Sequence[Mount], environment_fd: int, command: Sequence[str]) -> List[str]:
     """command, run only once every bind target is proven to be the descriptor held for it (the
-    Handover's order)."""
-    return ["/bin/bash", "-c", PREFLIGHT, "stardock-preflight", *(m.target for m in mounts), "--", *command]
+    Handover's order), with the environment read from environment_fd (Handover.add_environment)."""
+    return ["/bin/bash", "-p", "-c", PREFLIGHT, "stardock-preflight", str(environment_fd),
+            *(m.target for m in mounts), "--", *command]

@@ -40,12 +40,22 @@ from stardock_hpc.engines.base import Engine, ImageRef, RunOptions
 from stardock_hpc.engines.podman_locks import use_file_locks
 from stardock_hpc.errors import StardockError
 from stardock_hpc.jobs import nodestore, steps
-from stardock_hpc.jobs.binds import Handover, Held, checked_command, hold_path, hold_volume, release
+from stardock_hpc.jobs.binds import (
+    Handover,
+    Held,
+    checked_command,
+    hold_path,
+    hold_volume,
+    image_defaults,
+    passable,
+    release,
+)
 from stardock_hpc.jobs.launch import Launch
 from stardock_hpc.jobs.records import RecordStore
 from stardock_hpc.jobs.runmarks import RunMarks
 from stardock_hpc.jobs.userdirs import Taken, beside, names_key, own_path, private_dir, this_machine
 from stardock_hpc.resources import data_dir
+from stardock_hpc.schedulers.job_env import SESSION_CREDENTIALS, without_session_credentials
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 SCRIPT_IN_CONTAINER = "/.stardock/job/script"
@@ -241,9 +251,10 @@ def process_exists(pid: int) -> bool:
 def container_env(launch: Launch, environ: Dict[str, str], user: str, output_target: str) -> Dict[str, str]:
     """The script's environment: Slurm's SLURM_* variables, a few named ones, what --export names
     (as under plain sbatch: Slurm put them in the job's environment with the values it chose) and
-    what --pass-env names; never the rest of the login session, which --export=ALL brings along.
-    stardock's own variables (HOME, USER, LOGNAME, STARDOCK_*) are set last and win."""
-    env = {k: v for k, v in environ.items() if k.startswith("SLURM_")}
+    what --pass-env names; never the rest of the login session, which --export=ALL brings along,
+    nor its credentials (SLURM_JWT) unless named. stardock's own variables (HOME, USER, LOGNAME,
+    STARDOCK_*) are set last and win."""
+    env = {k: v for k, v in environ.items() if k.startswith("SLURM_") and k not in SESSION_CREDENTIALS}
     for name in (*PASSED, *launch.export_env, *launch.pass_env):
         if name in environ:
             env[name] = environ[name]
@@ -284,13 +295,21 @@ def run_container(launch: Launch, engine: Engine, image: ImageRef, run_: Run, ma
     try:
         if image.squashfs:  # the cache's squashfs, mounted for this run only (engines/podman.py)
             image = mounted = engine.mount(image, run_.tmpdir / "rootfs")
-        command = checked_command(handover.mounts, run_.command)
+        # by descriptor, never on a command line (binds.py); the image's own first where the engine
+        # does not set them itself; the session's credentials only when named, whoever built env
+        # (a step's task takes its Slurm variables from the host's srun)
+        env = without_session_credentials(env, (*launch.pass_env, *launch.export_env))
+        env, refused = passable({**image_defaults(image.env), **env})
+        if refused:
+            log("warning: not passed into the container (bash, which starts the command there, cannot "
+                f"set these names as given): {', '.join(sorted(refused))}")
+        command = checked_command(handover.mounts, handover.add_environment(env), run_.command)
         options = RunOptions(network=launch.network, host_network=run_.host_network, host_pid=run_.host_pid,
                              uid=uid, gid=gid,
                              runtime=launch.runtime_shim, name=run_.name, tmpdir=str(run_.tmpdir),
                              interactive=launch.interactive, preserve_fds=len(handover.pass_fds),
                              pids=process_limit(launch.pids))
-        argv = engine.run_argv(image, command, handover.mounts, env, run_.workdir, options)
+        argv = engine.run_argv(image, command, handover.mounts, run_.workdir, options)
         if before_start is not None:
             before_start()
 
@@ -309,7 +328,6 @@ def run_container(launch: Launch, engine: Engine, image: ImageRef, run_: Run, ma
             set_rlimits(limits)
 
         child = subprocess.Popen(argv, stdin=None if launch.interactive else subprocess.DEVNULL,
-                                 env={**os.environ, **engine.run_environ(env)},
                                  pass_fds=handover.pass_fds, preexec_fn=in_child)
         handover.close()  # the engine holds its own copies until the container has checked them
         status = child.wait()
@@ -353,7 +371,9 @@ def _node_setup(launch: Launch, uid: int, records: Path) -> None:
         use_file_locks()  # the job's Podman commands: no fixed name in /dev/shm (engines/podman_locks.py)
     runtime = runtime_dir(uid, key, said.append)
     os.environ["XDG_RUNTIME_DIR"] = runtime
-    for leak in ("DBUS_SESSION_BUS_ADDRESS", "CONTAINERS_STORAGE_CONF", nodestore.NODE_STORAGE):
+    # and the session's credentials (a Slurm token): the srun of a step run from here would
+    # authenticate with it, which slurmd refuses for the step's tasks (munge is the node's way)
+    for leak in ("DBUS_SESSION_BUS_ADDRESS", "CONTAINERS_STORAGE_CONF", nodestore.NODE_STORAGE, *SESSION_CREDENTIALS):
         os.environ.pop(leak, None)
     try:
         if launch.node_storage:

@@ -186,7 +186,8 @@ def submit(req: SubmitRequest, prepared: Prepared, site: Site, scheduler: Schedu
     assert req.script is not None
     name = req.script.path.name if req.script.path else "wrap"
     options = site_defaults(req, site, environ) + list(req.sbatch)
-    submission = Submission(prepared.script, options, req.args, cwd, environ, name)
+    submission = Submission(prepared.script, options, req.args, cwd, environ, name,
+                            named=(*prepared.launch.pass_env, *prepared.launch.export_env))
     sent = time.time()
     try:
         submitted = scheduler.submit(submission)

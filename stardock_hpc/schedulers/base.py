@@ -32,6 +32,8 @@ class Submission:
     environ: Dict[str, str]        # the submitting environment (sbatch exports it by default)
     script_name: str = ""           # the batch script's file name, "wrap" for --wrap: Slurm's
                                    # default job name (and %x), which the job script must keep
+    named: Tuple[str, ...] = ()    # the variables the user names for the job (--export, --pass-env):
+                                   # sent even when they are credentials of the session (job_env.py)
 
 
 @dataclass

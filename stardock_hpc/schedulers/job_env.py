@@ -9,7 +9,7 @@ variables are from sbatch's manual ("OUTPUT ENVIRONMENT VARIABLES"): the testbed
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterable, Optional, Tuple
+from typing import Callable, Dict, Iterable, Mapping, Optional, Tuple
 
 from stardock_hpc.slurm.options import Option
 
@@ -18,6 +18,18 @@ CPU_FREQ_NAMES = {w.lower(): w for w in ("Low", "Medium", "High", "HighM1", "Con
                                           "Performance", "PowerSave", "UserSpace", "SchedUtil")}
 PROFILE_ORDER = ("None", "Energy", "Lustre", "Network", "Task", "All")  # acct_gather_profile_to_string
 Conv = Callable[[Optional[str]], Optional[str]]
+
+# The credentials of the user's session: what authenticates a Slurm client as the user. SLURM_JWT
+# is the one Slurm reads (every client command with auth/jwt, slurmrestd): whoever reads it acts as
+# the user towards Slurm until it expires, submitting jobs among other things. A job needs none:
+# inside an allocation Slurm authenticates its steps itself (munge and the job's credential), and
+# Slurm documents srun with $SLURM_JWT set as unsupported. So it reaches neither a container nor the
+# environment a REST or pyslurm submission sends unless the user names it (--export, --pass-env).
+# (sbatch itself authenticates with it when it is set, so the sbatch backend leaves sbatch's
+# environment as the user's; the node keeps it out of the container.) The user's other secrets (a
+# registry password, a cloud key) are the job's business, not the session's: they are in the
+# job's environment where --export=ALL puts them, and in the container only when named.
+SESSION_CREDENTIALS = frozenset({"SLURM_JWT"})
 
 
 def _same(value: Optional[str]) -> Optional[str]:
@@ -100,3 +112,9 @@ def sbatch_variables(options: Iterable[Option], job_name: str) -> Dict[str, str]
     if "get-user-env" in last or (export is not None and export.split(",")[0].upper() != "ALL"):
         out["SLURM_GET_USER_ENV"] = "1"
     return out
+
+
+def without_session_credentials(env: Mapping[str, str], named: Iterable[str]) -> Dict[str, str]:
+    """env without the credentials of the user's session, but those the user named."""
+    keep = set(named)
+    return {k: v for k, v in env.items() if k not in SESSION_CREDENTIALS or k in keep}

@@ -14,12 +14,14 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from stardock_hpc.errors import ExternalError, OutcomeUnknown, UsageError
 from stardock_hpc.schedulers.base import JobState, Scheduler, Submission, Submitted
+from stardock_hpc.schedulers.job_env import SESSION_CREDENTIALS, without_session_credentials
 from stardock_hpc.schedulers.job_options import describe_submission
 from stardock_hpc.slurm.values import LOST_ANSWER, array_task_ranges, duration
 
@@ -51,6 +53,7 @@ def submit_attributes(submission: Submission) -> Dict[str, Any]:
     """JobSubmitDescription's attributes for a submission, without the script (pure: unit-tested
     where pyslurm cannot be installed)."""
     attrs = describe_submission(submission, "pyslurm", "pyslurm", "working_directory")
+    attrs["environment"] = without_session_credentials(attrs["environment"], submission.named)
     ntasks = int(attrs.get("ntasks") or 1)
     if "nodes" not in attrs and ntasks > 1:
         # pyslurm sends a missing --nodes as exactly one node (1-1), where sbatch lets Slurm spread
@@ -63,6 +66,18 @@ def submit_attributes(submission: Submission) -> Dict[str, Any]:
         low = nodes["min"] if isinstance(nodes, dict) else int(str(nodes or "1").split("-")[0])
         attrs["min_cpus_per_node"] = max(low, 1)
     return attrs
+
+
+@contextmanager
+def _credentials_hidden(named: Sequence[str]) -> Iterator[None]:
+    """pyslurm 22.5 adds every SLURM_* variable of this process to the job's environment, whatever
+    environment it is given: the session's credentials (SLURM_JWT) leave this process's environment
+    while it submits, unless named (libslurm then authenticates as the Slurm config says: munge)."""
+    hidden = {k: os.environ.pop(k) for k in SESSION_CREDENTIALS if k in os.environ and k not in named}
+    try:
+        yield
+    finally:
+        os.environ.update(hidden)
 
 
 def _exit_code(code: Any, signal: Any) -> Optional[str]:
@@ -137,7 +152,7 @@ class PyslurmScheduler(Scheduler):
         # pyslurm takes arguments only with a script file; the file keeps sbatch's name (%x). The
         # script itself goes first, as sbatch sends it (the job's Command; without it pyslurm sends no argv).
         try:
-            with self.script_file(submission) as path:
+            with self.script_file(submission) as path, _credentials_hidden(submission.named):
                 desc = pyslurm.JobSubmitDescription(script=path, script_args=[path, *submission.args], **attrs)
                 job_id = desc.submit()
         except pyslurm.RPCError as exc:

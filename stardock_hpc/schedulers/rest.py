@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from stardock_hpc.errors import ExternalError, UsageError
 from stardock_hpc.schedulers import rest_versions
 from stardock_hpc.schedulers.base import Check, JobState, Scheduler, Submission, Submitted
+from stardock_hpc.schedulers.job_env import without_session_credentials
 from stardock_hpc.schedulers.job_options import RULES, describe_submission
 from stardock_hpc.schedulers.rest_client import (
     OutcomeUnknown,
@@ -40,6 +41,7 @@ def job_description(submission: Submission, missing: frozenset = frozenset()) ->
         raise UsageError("this slurmrestd's API version cannot carry: "
                          + ", ".join(f"--{by_field.get(f, f)}" for f in unknown),
                          hint="use --backend sbatch, or a newer slurmrestd")
+    fields["environment"] = without_session_credentials(fields["environment"], submission.named)
     return {"script": rest_versions.script_with_args(submission.script, submission.args), "job": fields}
 
 

@@ -28,11 +28,15 @@ class SbatchScheduler(Scheduler):
                 ("fail", "scheduler sbatch", "sbatch not found on PATH")]
 
     def submit(self, submission: Submission) -> Submitted:
-        # --quiet would also silence the job id we need; the command line honours it instead
-        tokens = [t for o in submission.options if o.name != "quiet" for t in o.tokens]
+        # --quiet would also silence the job id we need; the command line honours it instead.
+        # --export's values go to sbatch in $SBATCH_EXPORT, which it reads just below its command
+        # line: never onto a command line of ours, which everybody reads (`ps`)
+        tokens = [t for o in submission.options if o.name not in ("quiet", "export") for t in o.tokens]
+        exports = [o.value for o in submission.options if o.name == "export" and o.value is not None]
+        environ = {**submission.environ, "SBATCH_EXPORT": exports[-1]} if exports else submission.environ
         with self.script_file(submission) as path:
             result = proc.run(["sbatch", "--parsable", *tokens, path, *submission.args],
-                              cwd=submission.cwd, env=submission.environ, check=False)
+                              cwd=submission.cwd, env=environ, check=False)
         if not result.ok:
             if any(sign in result.stderr for sign in LOST_ANSWER):
                 raise OutcomeUnknown(f"sbatch sent the job but slurmctld's answer never came (exit "

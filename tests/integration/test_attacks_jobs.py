@@ -142,8 +142,8 @@ def test_a_bind_swapped_between_the_nodes_check_and_the_engines_mount_is_refused
     # the attacker's move, between the wrapper's check and the engine's bind
     checked.rename(place / "shared" / "checked-away")
     checked.symlink_to(other)
-    command = checked_command(handover.mounts, ["cat", "/data/in/who"])
-    argv = eng.run_argv(image, command, handover.mounts, {}, None,
+    command = checked_command(handover.mounts, handover.add_environment({}), ["cat", "/data/in/who"])
+    argv = eng.run_argv(image, command, handover.mounts, None,
                         RunOptions(uid=os.getuid(), gid=os.getgid(), preserve_fds=len(handover.pass_fds)))
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, pass_fds=handover.pass_fds,
@@ -242,9 +242,8 @@ READ_COMMAND_LINES = "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f; echo;
 def test_the_containers_environment_is_on_no_command_line_the_attacker_reads(place):
     """The attacker reads every command line on the node while the victim's job runs (they can:
     /proc/PID/cmdline is everybody's to read). A variable the job passes to its container (a
-    token, with --pass-env) must not be there: Podman takes the values from its own environment,
-    which only its user reads. (Apptainer gives them to env(1) in the container on its command
-    line; its environment files go through a shell: left, see the README's Trust section.)"""
+    token, with --pass-env) must not be there: the container gets its environment by descriptor
+    (jobs/binds.py). Both engines, all backends and the login node: test_attacks_cmdline.py."""
     site = site_file(place)
     secret = f"s3cr3t-{uuid.uuid4().hex}"
     marker = f"{uuid.uuid4().int % 1000 + 7000}.{uuid.uuid4().int % 10 ** 6:06d}"

@@ -16,6 +16,7 @@ from stardock_hpc.catalog import load_catalog
 from stardock_hpc.context import write_context
 from stardock_hpc.engines import get_engine
 from stardock_hpc.engines.base import RunOptions
+from stardock_hpc.jobs.binds import Handover, checked_command
 from stardock_hpc.plan import resolve
 from stardock_hpc.site import load_site
 from stardock_hpc.spec import load_spec
@@ -31,11 +32,16 @@ class Built:
         self.engine, self.image, self.plan = engine, image, plan
 
     def run(self, *command: str, env=None) -> subprocess.CompletedProcess:
-        argv = self.engine.run_argv(self.image, list(command), [], env or {}, None,
-                                    RunOptions(uid=os.getuid(), gid=os.getgid()))
-        # as the node's wrapper runs it: with what the engine takes from its environment (run_environ)
-        return subprocess.run(argv, capture_output=True, text=True, timeout=120,
-                              env={**os.environ, **self.engine.run_environ(env or {})})
+        handover = Handover([])
+        if env is not None:  # as the node's wrapper gives it: by descriptor, to the preflight
+            command = tuple(checked_command([], handover.add_environment(env), command))
+        argv = self.engine.run_argv(self.image, list(command), [], None,
+                                    RunOptions(uid=os.getuid(), gid=os.getgid(), preserve_fds=len(handover.pass_fds)))
+        try:
+            return subprocess.run(argv, capture_output=True, text=True, timeout=120, pass_fds=handover.pass_fds,
+                                  preexec_fn=handover.in_child)
+        finally:
+            handover.close()
 
     def out(self, *command: str) -> str:
         proc = self.run(*command)

@@ -34,7 +34,7 @@ def test_every_menu_app_passes_its_smoke_command_in_a_slurm_job(tmp_path):
     image = engine.image_for(Path(built["artifact"]), f"localhost/stardock-test/menu:{built['key'][:12]}")
     lines = ["#!/bin/bash", "status=0"]
     for app in apps:
-        argv = engine.run_argv(image, ["/bin/sh", "-c", app.smoke], [], {}, None,
+        argv = engine.run_argv(image, ["/bin/sh", "-c", app.smoke], [], None,
                                RunOptions(uid=os.getuid(), gid=os.getgid()))
         lines.append(f"if {shlex.join(argv)} >/dev/null 2>&1; then echo 'SMOKE {app.name} ok'; "
                      f"else echo 'SMOKE {app.name} FAILED'; status=1; fi")

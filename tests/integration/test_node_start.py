@@ -185,9 +185,9 @@ def test_a_run_starts_from_its_mount_when_the_users_podman_namespace_ended_in_be
         assert gone(pause)
         options = RunOptions(uid=os.getuid(), gid=os.getgid())
         alone = ImageRef("podman", "unused", mounted.squashfs, mounted.rootfs)  # not joining the mount's namespace
-        failed = run(engine.run_argv(alone, ["true"], [], {}, None, options), check=False, timeout=120)
+        failed = run(engine.run_argv(alone, ["true"], [], None, options), check=False, timeout=120)
         assert failed.returncode != 0  # the hazard: a new namespace without the mount
-        out = run(engine.run_argv(mounted, ["sh", "-c", "id -u; head -1 /etc/os-release"], [], {}, None, options),
+        out = run(engine.run_argv(mounted, ["sh", "-c", "id -u; head -1 /etc/os-release"], [], None, options),
                   check=False, timeout=120)
         assert out.returncode == 0, out.stderr
         assert out.stdout.splitlines() == [str(os.getuid()), 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"']

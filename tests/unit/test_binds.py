@@ -35,14 +35,14 @@ def test_the_object_held_is_the_one_at_the_path(tmp_path):
         os.close(fd)
 
 
-def preflight(vol, targets):
+def preflight(vol, targets, env=None, command=("bash", "-c", "ls /proc/self/fd; echo RAN")):
     """Run the preflight as the container's first process would: descriptors 3.. are what the
-    wrapper held (a and a/b), targets are what the engine bound."""
+    wrapper held (a and a/b) and the environment, targets are what the engine bound."""
     handover = Handover([Held(Mount(vol / "a", "/x", True), open_beneath(vol, "a", "t")),
                          Held(Mount(vol / "a/b", "/y", True), open_beneath(vol, "a/b", "t"))])
     try:
-        assert handover.pass_fds == (3, 4)
-        argv = ["bash", "-c", PREFLIGHT, "pre", *targets, "--", "bash", "-c", "ls /proc/self/fd; echo RAN"]
+        assert handover.add_environment(env or {}) == 5 and handover.pass_fds == (3, 4, 5)
+        argv = ["bash", "-p", "-c", PREFLIGHT, "pre", "5", *targets, "--", *command]
         return subprocess.run(argv, capture_output=True, text=True, pass_fds=handover.pass_fds,
                               preexec_fn=handover.in_child)
     finally:
@@ -67,7 +67,7 @@ def test_handover_works_whatever_the_low_descriptors_hold(tmp_path):
     assert good.returncode == 0 and "RAN" in good.stdout
 
 
-def test_checked_command_keeps_the_command_intact():
-    argv = checked_command([Mount(Path("/h"), "/t with 'q'", True)], ["/.stardock/job/script", "a b", "$(x)"])
-    assert argv[:2] == ["/bin/bash", "-c"] and argv[3:] == ["stardock-preflight", "/t with 'q'", "--",
-                                                            "/.stardock/job/script", "a b", "$(x)"]
+def test_checked_command_keeps_the_command_intact_and_holds_no_variable():
+    argv = checked_command([Mount(Path("/h"), "/t with 'q'", True)], 4, ["/.stardock/job/script", "a b", "$(x)"])
+    assert argv[:3] == ["/bin/bash", "-p", "-c"] and argv[4:] == ["stardock-preflight", "4", "/t with 'q'", "--",
+                                                                  "/.stardock/job/script", "a b", "$(x)"]

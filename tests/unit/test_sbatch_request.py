@@ -159,19 +159,24 @@ def test_a_launch_without_export_env_still_reads():
     assert Launch.from_json(json.dumps(data)).export_env == []
 
 
-@pytest.mark.parametrize("engine", ["podman", "apptainer"])
-def test_exported_values_reach_each_engine_literally(engine):
-    """As one argument (Apptainer: env(1) in the container), or as one variable of the engine's own
-    environment (Podman: `--env FOO` takes it from there); never through a shell."""
-    from stardock_hpc.engines import get_engine
-    from stardock_hpc.engines.base import ImageRef, RunOptions
+def test_exported_values_reach_the_container_literally_and_no_engine_command_line():
+    """By descriptor to the container's first process (jobs/binds.py), which sets them without a
+    shell's expansion; the engines' command lines take no variable at all."""
+    import inspect
+    import subprocess
+
+    from stardock_hpc.engines.base import Engine
+    from stardock_hpc.jobs.binds import Handover, checked_command
     value = "a b 'c' \"d\" $HOME `id`\nnext"
-    eng = get_engine(engine)
-    argv = eng.run_argv(ImageRef(engine, "ref"), ["/s"], [], {"FOO": value}, "/w", RunOptions(uid=1000, gid=1000))
-    if engine == "podman":
-        assert ["--env", "FOO"] == argv[argv.index("--env"):][:2] and eng.run_environ({"FOO": value}) == {"FOO": value}
-    else:
-        assert f"FOO={value}" in argv
+    assert "env" not in inspect.signature(Engine.run_argv).parameters
+    handover = Handover([])
+    try:
+        argv = checked_command([], handover.add_environment({"FOO": value}), ["printenv", "FOO"])
+        out = subprocess.run(argv, capture_output=True, text=True, pass_fds=handover.pass_fds,
+                             preexec_fn=handover.in_child)
+    finally:
+        handover.close()
+    assert out.stdout == value + "\n" and value not in argv
 
 
 def test_locked_is_a_stardock_flag_on_the_command_line_and_in_stardock_lines(tmp_path):

@@ -179,13 +179,13 @@ def test_a_multi_prog_file_is_read_on_the_host_and_rewritten(server, tmp_path):
     (RunOptions(), "--network=none"),
 ])
 def test_podman_network(options, network):
-    argv = PodmanEngine().run_argv(ImageRef("podman", "img"), ["true"], [], {}, None, options)
+    argv = PodmanEngine().run_argv(ImageRef("podman", "img"), ["true"], [], None, options)
     assert [a for a in argv if a.startswith("--network")] == [network]
 
 
 def test_apptainer_uses_the_node_network_only_when_allowed():
     def argv(options):
-        return ApptainerEngine().run_argv(ImageRef("apptainer", "/c/image.sif"), ["true"], [], {}, None, options)
+        return ApptainerEngine().run_argv(ImageRef("apptainer", "/c/image.sif"), ["true"], [], None, options)
     host = argv(RunOptions(host_network=True))
     assert "--net" not in host and "--network=none" not in host
     isolated = argv(RunOptions())
@@ -197,13 +197,13 @@ def test_a_step_task_shares_the_nodes_pid_namespace_with_both_engines():
     """Open MPI's shared memory tells peers apart by PID: tasks each in a PID namespace of their
     own are all PID 6 there. The batch script keeps its own (and Podman's --init, which needs it)."""
     image = ImageRef("podman", "img")
-    task = PodmanEngine().run_argv(image, ["true"], [], {}, None, RunOptions(host_pid=True))
+    task = PodmanEngine().run_argv(image, ["true"], [], None, RunOptions(host_pid=True))
     assert "--pid=host" in task and "--init" not in task
-    script = PodmanEngine().run_argv(image, ["true"], [], {}, None, RunOptions())
+    script = PodmanEngine().run_argv(image, ["true"], [], None, RunOptions())
     assert "--init" in script and not any(a.startswith("--pid") for a in script)
     sif = ImageRef("apptainer", "/c/image.sif")
-    assert "--pid" not in ApptainerEngine().run_argv(sif, ["true"], [], {}, None, RunOptions(host_pid=True))
-    assert "--pid" in ApptainerEngine().run_argv(sif, ["true"], [], {}, None, RunOptions())
+    assert "--pid" not in ApptainerEngine().run_argv(sif, ["true"], [], None, RunOptions(host_pid=True))
+    assert "--pid" in ApptainerEngine().run_argv(sif, ["true"], [], None, RunOptions())
 
 
 @pytest.mark.parametrize("environ, shared", [
