@@ -12,7 +12,7 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List
 
 from stardock_hpc.errors import StardockError
 
@@ -54,25 +54,6 @@ def descendants(root: int) -> List[int]:
             out.append(child)
             todo.append(child)
     return out
-
-
-def find_own(argv: Sequence[str]) -> Optional[int]:
-    """A process of this user whose command line is exactly argv."""
-    wanted = b"\0".join(os.fsencode(str(a)) for a in argv) + b"\0"
-    uid = os.getuid()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            if os.stat(f"/proc/{entry}").st_uid != uid:
-                continue
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                if fh.read() != wanted:
-                    continue
-        except OSError:
-            continue
-        return int(entry)
-    return None
 
 
 _stoppable_depth = [0]

@@ -51,13 +51,12 @@ def hog_until(flag: str, mib: int = 300) -> str:
 
 
 # Podman as the user's jobs run it on a node: against the user's node storage there (stardock's
-# site key node_storage; the testbed's default), after clearing what a dead pause process left.
+# site key node_storage; the testbed's default), in a user namespace of its own, never the user's
+# pause process (engines/podman_userns.py).
 NODE_PODMAN = """ns=/var/tmp/stardock-$(id -u)
 [ -d "$ns/podman" ] || exit 0
 export XDG_RUNTIME_DIR=/run/user/$(id -u)
-"$0" -c 'import os, pathlib; from stardock_hpc.jobs.node import forget_dead_pause_process as f; \
-f(pathlib.Path(os.environ["XDG_RUNTIME_DIR"]))'
-exec podman --root "$ns/podman/storage" --runroot "$ns/podman/run" "$@"
+exec "$0" -m stardock_hpc.engines.podman_userns podman --root "$ns/podman/storage" --runroot "$ns/podman/run" "$@"
 """
 
 
@@ -67,13 +66,8 @@ def node_podman_argv(node: str, *args: str) -> List[str]:
 
 
 def node_containers(node: str) -> List[str]:
-    """The names of the user's containers in the node's store. Right after a job ended, its Podman
-    pause process may still be dying (Podman cannot join it yet): asked again a little later."""
-    for _ in range(20):
-        out = sh(node_podman_argv(node, "ps", "-a", "--format", "{{.Names}}"))
-        if out.returncode == 0 or "invalid internal status" not in out.stderr:
-            break
-        time.sleep(1)
+    """The names of the user's containers in the node's store."""
+    out = sh(node_podman_argv(node, "ps", "-a", "--format", "{{.Names}}"))
     assert out.returncode == 0, out.stderr
     return out.stdout.split()
 

@@ -34,7 +34,6 @@ class ImageRef:
     squashfs: Optional[str] = None  # the cache's squashfs of the image, mounted for each run
     rootfs: Optional[str] = None    # where it is mounted
     env: Tuple[str, ...] = ()       # the image's own environment (NAME=VALUE), set with the job's (a --rootfs run)
-    holder: Optional[int] = None    # a process in the namespaces where that mount is (runs join them)
 
 
 @dataclass(frozen=True)

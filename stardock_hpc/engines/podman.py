@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, Mapping, Optional, Sequence, Set
 
 from stardock_hpc import proc, proctree, safefs
+from stardock_hpc.engines import podman_userns as userns
 from stardock_hpc.engines.base import Engine, ImageRef, Mount, OnLine, RunOptions
 from stardock_hpc.engines.podman_locks import use_file_locks
 from stardock_hpc.errors import ExternalError
@@ -26,24 +27,13 @@ NODE_STORAGE = "STARDOCK_NODE_STORAGE"  # set by a job's wrapper: the user's nod
 
 def podman(storage: Optional[str] = None) -> list:
     """podman, with the store a job's wrapper chose (graph root and run root in the user's node
-    storage; explicit flags, which rootless Podman never overrides with the user's own config)."""
+    storage; explicit flags, which rootless Podman never overrides with the user's own config), in
+    the wrapper's own user namespace once it made one (engines/podman_userns.py)."""
     root = storage or os.environ.get(NODE_STORAGE)
+    joined = [*userns.nsenter(), *userns.rootless_env()] if userns.entered() else []
     if not root:
-        return ["podman"]
-    return ["podman", "--root", f"{root}/podman/storage", "--runroot", f"{root}/podman/run"]
-
-
-def in_namespace_of(pid: int) -> list:
-    """Run the rest in the user and mount namespaces of pid (one of the user's rootless Podman
-    namespaces, which the user owns: no privilege needed), as the namespace's root, as `podman
-    unshare` does; nsenter execs the command, which stays our child (signals, exit status)."""
-    return ["nsenter", f"--target={pid}", "--user", "--mount", "--preserve-credentials", "--"]
-
-
-def rootless_env() -> list:
-    """Podman started in its rootless namespace takes it as it is, and needs the user's own ids."""
-    return ["env", "_CONTAINERS_USERNS_CONFIGURED=done", f"_CONTAINERS_ROOTLESS_UID={os.getuid()}",
-            f"_CONTAINERS_ROOTLESS_GID={os.getgid()}"]
+        return [*joined, "podman"]
+    return [*joined, "podman", "--root", f"{root}/podman/storage", "--runroot", f"{root}/podman/run"]
 
 
 STEP_ID_RE = re.compile(r"--> (?:Using cache )?([0-9a-f]{11,64})$")
@@ -131,30 +121,27 @@ class PodmanEngine(Engine):
         return self.image_for(entry.artifact, tag)
 
     def mount(self, image: ImageRef, mountpoint: Path) -> ImageRef:
-        """squashfuse in the user's rootless user namespace, where Podman runs containers: the
-        files, root's in the squashfs, are the user's there; each container gets an overlay of
-        its own on top (--rootfs DIR:O).
+        """squashfuse in the user namespace of this process's Podman commands (made here if it is not
+        yet; engines/podman_userns.py), where the files, root's in the squashfs, are the user's;
+        each container gets an overlay of its own on top (--rootfs DIR:O).
 
-        The mount exists in that namespace's mount namespace only, which lives as long as the
-        user's pause process on the node. That process may die before the run starts (it
-        belongs to whichever job of the user started Podman first here, and Slurm ends it with
-        that job's step): Podman would then make a new namespace, without the mount, and the
-        container would start from an empty directory ("stat /run/podman-init: permission
-        denied"). So the run joins the namespaces of the squashfuse daemon itself (holder)."""
+        The mount exists in that namespace's mount namespace only, which lives as long as this
+        process (the job's wrapper, or a task's): the run is started in it, never in a namespace
+        another job or step of the user made and Slurm may end at any moment (the user's pause
+        process; a new namespace made then would lack the mount, and the container would start
+        from an empty directory: "stat /run/podman-init: permission denied")."""
         if not image.squashfs:
             return image
         use_file_locks()
+        userns.enter()
         mountpoint.mkdir(mode=0o700)
-        squashfuse = ["squashfuse", "-o", "ro,allow_other", image.squashfs, str(mountpoint)]
-        proc.run([*podman(), "unshare", *squashfuse], timeout=120)
-        holder = proctree.find_own(squashfuse)
-        if holder is None:
-            raise ExternalError(f"squashfuse mounted {image.squashfs} but is not running any more")
-        return ImageRef(image.engine, image.ref, image.squashfs, str(mountpoint), image.env, holder=holder)
+        proc.run([*userns.nsenter(), "squashfuse", "-o", "ro,allow_other", image.squashfs, str(mountpoint)],
+                 timeout=120)
+        return ImageRef(image.engine, image.ref, image.squashfs, str(mountpoint), image.env)
 
     def unmount(self, image: ImageRef) -> None:
-        if image.rootfs and image.holder:  # the daemon ends with its mount
-            proc.run([*in_namespace_of(image.holder), "umount", "-l", image.rootfs], check=False, timeout=60)
+        if image.rootfs and userns.entered():  # the squashfuse daemon ends with its mount
+            proc.run([*userns.nsenter(), "umount", "-l", image.rootfs], check=False, timeout=60)
 
     def image_for(self, artifact: Path, tag: str) -> ImageRef:
         ident = identity(artifact)
@@ -164,10 +151,9 @@ class PodmanEngine(Engine):
     def run_argv(self, image: ImageRef, command: Sequence[str], mounts: Sequence[Mount],
                  workdir: Optional[str], options: RunOptions) -> list:
         # no_new_privs: a setuid file in the image gains nothing (runc, not Podman, enforces it)
-        joined = in_namespace_of(image.holder) + rootless_env() if image.rootfs and image.holder else []
         # --init reaps and forwards signals as PID 1; in the node's PID namespace there is none
         pid = ["--pid=host"] if options.host_pid else ["--init"]
-        argv = [*joined, *podman(options.storage), "run", "--rm", "--pull=never", *pid,
+        argv = [*podman(options.storage), "run", "--rm", "--pull=never", *pid,
                 f"--network={'host' if options.host_network else 'slirp4netns' if options.network else 'none'}",
                 "--userns=keep-id",
                 "--security-opt=no-new-privileges",

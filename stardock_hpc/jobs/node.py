@@ -36,6 +36,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 from stardock_hpc import proctree
 from stardock_hpc.cache import Cache
 from stardock_hpc.engines import get_engine
+from stardock_hpc.engines import podman_userns as userns
 from stardock_hpc.engines.base import Engine, ImageRef, RunOptions
 from stardock_hpc.engines.podman_locks import use_file_locks
 from stardock_hpc.errors import StardockError
@@ -96,7 +97,6 @@ def runtime_dir(uid: int, key: Optional[Callable[[], bytes]] = None, warn: Calla
     standard = Path(f"/run/user/{uid}")
     try:
         if standard.is_dir() and standard.stat().st_uid == uid:
-            forget_dead_pause_process(standard)
             return str(standard)
     except OSError:
         pass
@@ -110,52 +110,7 @@ def runtime_dir(uid: int, key: Optional[Callable[[], bytes]] = None, warn: Calla
         private = beside(taken, uid, key, this_machine(boot=True), warn)
     os.chmod(private, 0o700)
     forget_earlier_boots(private)
-    forget_dead_pause_process(private)
     return str(private)
-
-
-PAUSE_DIR = ("libpod", "tmp")
-
-
-def forget_dead_pause_process(runtime: Path) -> None:
-    """In runtime's libpod/tmp, Podman's tmp dir there (see forget_dead_pause_state)."""
-    forget_dead_pause_state(runtime.joinpath(*PAUSE_DIR))
-
-
-def forget_dead_pause_state(tmp: Path) -> None:
-    """Let Podman start a new pause process when the last one died with the job that made it.
-
-    Rootless Podman keeps its user namespace open with a pause process, started by the user's
-    first Podman command on the node, in that job's cgroup: when that job ends, Slurm kills it.
-    Its "alive" marker stays, and every later Podman command of the user on the node fails
-    ("invalid internal status ... could not find any running process"). Without a live pause
-    process the marker is stale: removed, Podman makes a new namespace (with the same mappings).
-    A pause.pid left without its marker names a dead process (or, its number reused, another
-    one): Podman tries to join it and fails ("cannot re-exec process to join the existing user
-    namespace"): removed too."""
-    if not (tmp / "alive").exists() and not (tmp / "pause.pid").exists():
-        return
-    try:
-        lock = os.open(tmp / "alive.lck", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except OSError:
-        return
-    try:
-        fcntl.lockf(lock, fcntl.LOCK_EX)  # Podman holds it (a POSIX lock) while it sets the namespace up
-        try:
-            pid = int((tmp / "pause.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            pid = None
-        if pid is not None and is_pause_process(pid):
-            return
-        for name in ("alive", "pause.pid"):
-            try:
-                (tmp / name).unlink()
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                log(f"warning: cannot clear Podman's stale state {tmp / name}: {exc.strerror}")
-    finally:
-        os.close(lock)
 
 
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
@@ -167,9 +122,9 @@ def forget_earlier_boots(runtime: Path) -> None:
     """Empty a runtime directory that an earlier boot left behind.
 
     A runtime directory must not outlive a boot (XDG), but /tmp need not be cleared at boot:
-    Podman would find the old pause-process PID file and take the old boot's containers for
-    running ones ("invalid internal status"). Jobs of the user starting together on this node
-    share the directory, hence the lock.
+    Podman would find the old boot's marker ("alive") and take its containers for running ones
+    (and the user's own Podman, the old pause-process PID file: "invalid internal status"). Jobs
+    of the user starting together on this node share the directory, hence the lock.
     """
     boot = BOOT_ID.read_text().strip()
     with open(runtime / LOCK, "a") as lock:
@@ -228,15 +183,6 @@ def remove_orphans(marks: RunMarks) -> None:
                     "tries again")
     except (OSError, StardockError) as exc:  # best effort: never fail this job over an earlier one
         log(f"warning: could not remove what earlier jobs left: {exc}")
-
-
-def is_pause_process(pid: int) -> bool:
-    """Whether pid is a live Podman pause process of this user (catatonit -P, or podman itself)."""
-    try:
-        comm = Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return False
-    return comm in ("catatonit", "podman") and process_exists(pid)
 
 
 def process_exists(pid: int) -> bool:
@@ -340,7 +286,7 @@ def run_container(launch: Launch, engine: Engine, image: ImageRef, run_: Run, ma
             engine.remove_run(run_.name)
         if mounted is not None:
             engine.unmount(mounted)
-        proctree.stop_descendants()  # what the engine left behind (conmon, pause processes...)
+        proctree.stop_descendants()  # what the engine left behind (conmon, squashfuse...)
         marks.unmark(run_.name)
 
 
@@ -378,9 +324,9 @@ def _node_setup(launch: Launch, uid: int, records: Path) -> None:
     try:
         if launch.node_storage:
             root = nodestore.setup(launch.node_storage, pwd.getpwuid(uid).pw_name, uid, os.environ, key, said.append)
-            pinned = nodestore.podman_tmpdir(root, uid, said.append)
-            if pinned is not None:
-                forget_dead_pause_state(pinned)
+            nodestore.podman_tmpdir(root, uid, said.append)
+        if launch.engine == "podman":  # its commands in a namespace of this process's own, never one
+            userns.enter()             # that another job or step made and Slurm may end (podman_userns.py)
     finally:
         if said and first_to_say(Path(runtime), os.environ.get("SLURM_JOB_ID")):
             for msg in said:

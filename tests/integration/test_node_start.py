@@ -162,47 +162,94 @@ def test_sixteen_jobs_of_a_never_seen_image_start_at_once_on_three_nodes(work):
 
 
 @pytest.mark.podman
-def test_a_run_starts_from_its_mount_when_the_users_podman_namespace_ended_in_between(sqfs_image, tmp_path,
-                                                                                      monkeypatch):
-    """The squashfs is mounted in the user's rootless Podman namespace, kept by a pause process
-    that belongs to whichever job of the user started Podman first on the node (Slurm ends it
-    with that job's step). When it ends between the mount and the run, the run still starts
-    from the mount (on the testbed that was a task of a 6-task srun step in about one of five)."""
+def test_a_run_never_depends_on_the_users_pause_process(sqfs_image, tmp_path, monkeypatch):
+    """Rootless Podman's own user namespace is kept by a pause process of whichever job or step of
+    the user started Podman first on the node, and Slurm ends it with that job or step. Here it is
+    dying (killed, not yet reaped: a zombie, as when init reaps late), and Podman's database holds a
+    container of a job whose wrapper was killed (it says running; its conmon is dead). Podman cannot
+    join the pause process, tries that conmon and fails ("invalid internal status ... could not find
+    any running process": the next job on the node failed so). The run mounts its squashfs and
+    starts in a namespace of its own process, whatever became of the pause process; the killed
+    job's container is removed from there too."""
+    from stardock_hpc import proctree
+    from stardock_hpc.engines import podman_userns
     from stardock_hpc.engines.base import ImageRef, RunOptions
-    from stardock_hpc.engines.podman import PodmanEngine
+    from stardock_hpc.engines.podman import PodmanEngine, podman
     from stardock_hpc.proc import run
 
     runtime, store = tmp_path / "runtime", Path(tempfile.mkdtemp(prefix="sd-store-"))  # Podman: runroot < 50 chars
     runtime.mkdir(mode=0o700)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))  # a namespace of this test's own
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))  # this test's own pause process and database
     monkeypatch.setenv("STARDOCK_NODE_STORAGE", str(store))
-    engine = PodmanEngine()
-    image = ImageRef("podman", "unused", squashfs=str(Path(sqfs_image["artifact"]).parent / "image.sqfs"))
-    mounted = engine.mount(image, tmp_path / "rootfs")
-    try:
+    plain = ["podman", "--root", f"{store}/podman/storage", "--runroot", f"{store}/podman/run"]  # as Podman joins
+    name = f"killed-{os.getpid()}"
+    engine, pause, mounted = PodmanEngine(), 0, None
+    ours = set(proctree.descendants(os.getpid()))
+    assert proctree.set_subreaper(True)  # what Podman double-forks is ours to kill and to leave unreaped
+    squashfs = str(Path(sqfs_image["artifact"]).parent / "image.sqfs")
+    try:  # a job as they ran before: mounted and run in Podman's namespace (its pause process)
+        (tmp_path / "old").mkdir(mode=0o700)
+        run([*plain, "unshare", "squashfuse", "-o", "ro,allow_other", squashfs, str(tmp_path / "old")], timeout=120)
+        started = run([*plain, "run", "-d", "--name", name, "--rootfs", f"{tmp_path / 'old'}:O", "sleep", "600"],
+                      check=False, timeout=120)
+        assert started.returncode == 0, started.stderr
+        pids = run([*plain, "inspect", "--format", "{{.State.ConmonPid}} {{.State.Pid}}", name], timeout=60)
         pause = int((runtime / "libpod" / "tmp" / "pause.pid").read_text())
-        os.kill(pause, 9)  # the job that started Podman here ended
-        assert gone(pause)
+        for pid in map(int, pids.stdout.split()):  # the killed job's container: dead, its state says running
+            os.kill(pid, 9)
+            assert gone(pid, reap=True)
+        os.kill(pause, 9)
+        assert until(lambda: state_of(pause) == "Z")  # dying: dead, not yet reaped
+        before = run([*plain, "ps", "-a", "--format", "{{.Names}} {{.State}}"], check=False, timeout=60)
+        assert before.returncode != 0 and "could not find any running process" in before.stderr, before
+        mounted = engine.mount(ImageRef("podman", "unused", squashfs=squashfs), tmp_path / "rootfs")
         options = RunOptions(uid=os.getuid(), gid=os.getgid())
-        alone = ImageRef("podman", "unused", mounted.squashfs, mounted.rootfs)  # not joining the mount's namespace
-        failed = run(engine.run_argv(alone, ["true"], [], None, options), check=False, timeout=120)
-        assert failed.returncode != 0  # the hazard: a new namespace without the mount
         out = run(engine.run_argv(mounted, ["sh", "-c", "id -u; head -1 /etc/os-release"], [], None, options),
                   check=False, timeout=120)
         assert out.returncode == 0, out.stderr
         assert out.stdout.splitlines() == [str(os.getuid()), 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"']
+        assert engine.remove_run(name)
+        assert name not in run([*podman(), "ps", "-a", "--format", "{{.Names}}"], timeout=60).stdout.split()
+        assert state_of(pause) == "Z", "the pause process was neither joined nor needed"
     finally:
-        engine.unmount(mounted)
-        run(["podman", "--root", f"{store}/podman/storage", "--runroot", f"{store}/podman/run", "unshare",
-             "rm", "-rf", str(store)], check=False, timeout=120)
-        second = runtime / "libpod" / "tmp" / "pause.pid"  # the one the run that did not join made
-        if second.exists():
-            os.kill(int(second.read_text()), 9)
-    assert mounted.holder and gone(mounted.holder)  # the squashfuse daemon ended with its mount
+        if mounted is not None:
+            engine.unmount(mounted)
+        podman_userns.enter()  # the store's files belong to the user's subordinate ids
+        run([*podman_userns.nsenter(), "rm", "-rf", str(store)], check=False, timeout=120)
+        podman_userns.leave()
+        for pid in set(proctree.descendants(os.getpid())) - ours:  # the pause process, conmons, squashfuses
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+            gone(pid, reap=True)
+        proctree.set_subreaper(False)
+    assert not Path(store).exists()
 
 
-def gone(pid: int) -> bool:
+def until(cond) -> bool:
     for _ in range(100):
+        if cond():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def state_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
+
+
+def gone(pid: int, reap: bool = False) -> bool:
+    """Whether pid ended (reaped too: our child, or ours as a subreaper)."""
+    for _ in range(100):
+        if reap and state_of(pid) == "Z":
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                reap = False  # another's to reap
         if not Path(f"/proc/{pid}").exists():
             return True
         time.sleep(0.1)

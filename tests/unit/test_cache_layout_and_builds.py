@@ -149,25 +149,3 @@ def test_sigterm_in_a_stoppable_block_raises_interrupted():
     assert signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, signal.default_int_handler) or \
         callable(signal.getsignal(signal.SIGTERM))
     assert sys.exc_info() == (None, None, None)
-
-
-def test_find_own_finds_a_process_of_ours_by_its_exact_command_line(tmp_path):
-    import subprocess
-    import sys
-
-    from stardock_hpc import proctree
-
-    argv = [sys.executable, "-c", "import time; time.sleep(30)", str(tmp_path / "unique mount")]
-    child = subprocess.Popen(argv)
-    try:
-        for _ in range(100):  # once the child has exec'd
-            if proctree.find_own(argv):
-                break
-            time.sleep(0.05)
-        assert proctree.find_own(argv) == child.pid
-        assert proctree.find_own(argv[:-1]) is None  # exactly: not a prefix
-        assert proctree.find_own([*argv, "x"]) is None
-    finally:
-        child.kill()
-        child.wait()
-    assert proctree.find_own(argv) is None

@@ -98,13 +98,19 @@ def test_podman_runs_a_mounted_squashfs_without_its_store():
     assert not [a for a in argv if "from-image" in a]  # the image's variables go with the job's (binds.py)
 
 
-def test_podman_runs_a_mounted_squashfs_in_the_namespaces_of_its_mount():
-    image = ImageRef("podman", "x", squashfs="/cache/e/image.sqfs", rootfs="/tmp/j/rootfs", holder=4242)
+def test_podman_runs_a_mounted_squashfs_in_the_namespaces_of_its_mount(monkeypatch):
+    """The mount is in the namespaces of the process that made it (engines/podman_userns.py):
+    the run enters them through that process's own descriptors, never another process's."""
+    from stardock_hpc.engines import podman_userns
+
+    monkeypatch.setattr(podman_userns, "_held", (7, 9))
+    image = ImageRef("podman", "x", squashfs="/cache/e/image.sqfs", rootfs="/tmp/j/rootfs")
     argv = PodmanEngine().run_argv(image, ["true"], MOUNTS, None, RunOptions())
     start = argv.index("podman")
-    assert argv[:start] == ["nsenter", "--target=4242", "--user", "--mount", "--preserve-credentials", "--", "env",
-                            "_CONTAINERS_USERNS_CONFIGURED=done", f"_CONTAINERS_ROOTLESS_UID={os.getuid()}",
-                            f"_CONTAINERS_ROOTLESS_GID={os.getgid()}"]
+    me = os.getpid()
+    assert argv[:start] == ["nsenter", f"--user=/proc/{me}/fd/7", f"--mount=/proc/{me}/fd/9",
+                            "--preserve-credentials", "--", "env", "_CONTAINERS_USERNS_CONFIGURED=done",
+                            f"_CONTAINERS_ROOTLESS_UID={os.getuid()}", f"_CONTAINERS_ROOTLESS_GID={os.getgid()}"]
     assert argv[start + 1] == "run" and argv[-3:] == ["--rootfs", "/tmp/j/rootfs:O", "true"]
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import stat
-import time
 from pathlib import Path
 
 import pytest
@@ -40,49 +39,27 @@ def test_a_directory_without_a_stamp_is_emptied_once(tmp_path, monkeypatch):
     assert (runtime / "alive").exists(), "state of the current boot must be kept"
 
 
-def pause_state(runtime, pid=None, marker=True):
-    tmp = runtime / "libpod" / "tmp"
-    tmp.mkdir(parents=True)
-    if marker:
-        (tmp / "alive").write_text("")
-    if pid is not None:
-        (tmp / "pause.pid").write_text(f"{pid}\n")
-    return tmp
-
-
-def test_the_marker_of_a_pause_process_killed_with_its_job_is_forgotten(tmp_path):
-    """Slurm kills the pause process with the job that started it; the next job on the node
-    must not find Podman's "alive" marker without it ("invalid internal status"), nor a pause.pid
-    naming a dead process, or a live one that is no pause process ("cannot re-exec process to join
-    the existing user namespace")."""
-    import os
+def test_podmans_state_of_this_boot_is_left_to_podman(tmp_path, monkeypatch):
+    """A job's Podman runs in a namespace of the job's own (engines/podman_userns.py) and never
+    looks at the user's pause process: its pid file and Podman's "alive" marker stay as they are,
+    whatever became of that process. (Removing the marker made the next Podman command reset the
+    state of every container of the user on the node, those of running jobs too.)"""
+    uid = os.getuid()
+    if Path(f"/run/user/{uid}").exists():
+        pytest.skip(f"/run/user/{uid} exists here: the runtime directory is that one")
     import subprocess
     dead = subprocess.Popen(["true"])
     dead.wait()
-    for pid, marker in ((None, True), (dead.pid, True), (dead.pid, False), (os.getpid(), True)):
-        runtime = tmp_path / f"rt-{pid}-{marker}"
-        tmp = pause_state(runtime, pid, marker)
-        node.forget_dead_pause_process(runtime)
-        assert not (tmp / "alive").exists() and not (tmp / "pause.pid").exists()
-
-
-def test_a_live_pause_process_is_left_alone(tmp_path):
-    import shutil
-    import subprocess
-    catatonit = tmp_path / "catatonit"  # a process named as Podman's pause process is
-    shutil.copy("/bin/sleep", catatonit)
-    pause = subprocess.Popen([str(catatonit), "30"])
-    try:
-        for _ in range(100):  # the child may still be the forked Python for a moment
-            if Path(f"/proc/{pause.pid}/comm").read_text().strip() == "catatonit":
-                break
-            time.sleep(0.05)
-        tmp = pause_state(tmp_path / "rt", pause.pid)
-        node.forget_dead_pause_process(tmp_path / "rt")
-        assert (tmp / "alive").exists() and (tmp / "pause.pid").exists()
-    finally:
-        pause.kill()
-        pause.wait()
+    boot(tmp_path, monkeypatch, "this")
+    monkeypatch.setattr(node.tempfile, "gettempdir", lambda: str(tmp_path))
+    runtime = tmp_path / f"stardock-runtime-{uid}"
+    tmp = runtime / "libpod" / "tmp"
+    tmp.mkdir(parents=True)
+    (runtime / node.BOOT_STAMP).write_text("this\n")
+    (tmp / "alive").write_text("")
+    (tmp / "pause.pid").write_text(f"{dead.pid}\n")
+    assert node.runtime_dir(uid) == str(runtime)
+    assert (tmp / "alive").exists() and (tmp / "pause.pid").read_text() == f"{dead.pid}\n"
 
 
 # --- /tmp/stardock-runtime-UID made first by another user ---------------------------------------
