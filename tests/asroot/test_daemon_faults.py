@@ -46,6 +46,7 @@ PYSLURM_MISSING = _pyslurm_missing()
 BACKENDS = ["sbatch", "rest",
             pytest.param("pyslurm", marks=pytest.mark.skipif(PYSLURM_MISSING, reason=(
                 "pyslurm is not installed: the testbed installs it from ../shared/vendor/pyslurm, absent here")))]
+SUBMITTED: List[str] = []  # this module's jobs (cancelled at its end)
 AVAILABLE = ["sbatch", "rest"] + ([] if PYSLURM_MISSING else ["pyslurm"])
 
 
@@ -131,7 +132,13 @@ def work():
     built = stardock("build", "stardock.yaml", "--json", cwd=path, timeout=900)
     assert built.returncode == 0, built.stderr
     yield path, json.loads(built.stdout)["key"]
-    subprocess.run(["scancel", "-u", USER], capture_output=True)
+    # this module's jobs only (the user may have others): those it submitted, and those its
+    # frozen-controller submissions made without telling it
+    queued = subprocess.run(["squeue", "-h", "-u", USER, "-o", "%i %j"], capture_output=True, text=True).stdout
+    ours = [line.split()[0] for line in queued.splitlines()
+            if line.split()[0] in SUBMITTED or line.split()[1:2] and line.split()[1].startswith("fault-")]
+    if ours:
+        subprocess.run(["scancel", *ours], capture_output=True)
     subprocess.run(["rm", "-rf", str(path)])
 
 
@@ -147,6 +154,8 @@ def submit(work, backend: str, *args: str, ok: bool = True, timeout: float = 300
                     *args, cwd=path, timeout=timeout, **extra)
     if ok:
         assert proc.returncode == 0, proc.stderr
+    if proc.returncode == 0:
+        SUBMITTED.append(proc.stdout.strip().split(";")[0])
     return proc
 
 

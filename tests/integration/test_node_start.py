@@ -21,11 +21,21 @@ pytestmark = [pytest.mark.slurm]
 NODE_STORE = "/var/tmp/stardock-{uid}"
 
 
+BUILT: list = []  # the keys this module built (never-seen images: a nonce each run)
+
+
 @pytest.fixture(scope="module")
 def work():
     path = shared_dir("stardock-start-")
     yield path
     remove(path)
+    from stardock_hpc.cache import Cache
+    from stardock_hpc.site import load_site
+
+    site = load_site()
+    cache = Cache(site.cache, site.trusted_builders)
+    for entry in [e for e in cache.entries() if e.owner == os.getuid() and e.key in BUILT]:
+        cache.remove(entry)
 
 
 def build(work: Path, name: str, engine: str = "podman", path_env: Optional[str] = None) -> Dict:
@@ -34,6 +44,7 @@ def build(work: Path, name: str, engine: str = "podman", path_env: Optional[str]
     extra = {"PATH": path_env} if path_env else None
     proc = stardock("build", str(spec), "--engine", engine, "--json", env=extra)
     assert proc.returncode == 0, proc.stderr
+    BUILT.append(json.loads(proc.stdout)["key"])
     return json.loads(proc.stdout)
 
 
