@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 
 import pytest
 from clitools import ENGINES, remove, shared_dir, stardock, stardock_argv, stardock_json, write_spec
+from suiteimages import suite_spec
 
 from slurmtools import hog_until, job_cgroup_tasks, mem_bytes, node_containers, sh, until_accounted, wait_job
 
@@ -17,48 +19,16 @@ pytestmark = [pytest.mark.slurm]
 NODES = ["node1", "node2", "node3"]
 SEEN = "$STARDOCK_OUTPUT/accounted"  # the batch script makes it once the step's accounting saw the memory
 HOG = hog_until(SEEN)  # single-quoted in the script
-RING_C = r"""#include <mpi.h>
-#include <stdio.h>
-#include <unistd.h>
-int main(int argc, char **argv) {
-    int rank, size, sum;
-    char host[256];
-    MPI_Init(&argc, &argv);
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &size);
-    gethostname(host, sizeof host);
-    MPI_Allreduce(&rank, &sum, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-    printf("rank %d of %d on %s sum %d\n", rank, size, host, sum);
-    MPI_Finalize();
-    return 0;
-}
-"""
-RING_PY = """from mpi4py import MPI
-import socket
-comm = MPI.COMM_WORLD
-total = comm.allreduce(comm.Get_rank(), op=MPI.SUM)
-print(f"rank {comm.Get_rank()} of {comm.Get_size()} on {socket.gethostname()} sum {total}", flush=True)
-"""
 
 
 @pytest.fixture(scope="module")
 def work():
     path = shared_dir("stardock-steps-")
     write_spec(path, "name: steps-test\nenv: {GREETING: hello}\n")
-    mpi = path / "mpi"
-    mpi.mkdir()
-    (mpi / "ring.c").write_text(RING_C)
-    (mpi / "ring.py").write_text(RING_PY)
-    (mpi / "stardock.yaml").write_text(
-        "name: steps-openmpi\napps: [openmpi]\n"
-        "files:\n  - {src: ring.c, dest: /opt/mpi/ring.c}\n  - {src: ring.py, dest: /opt/mpi/ring.py}\n"
-        "build:\n  - mpicc -O2 -o /usr/local/bin/mpi-ring /opt/mpi/ring.c\n")
-    mpich = path / "mpich"
-    mpich.mkdir()
-    (mpich / "ring.c").write_text(RING_C)
-    (mpich / "stardock.yaml").write_text(
-        "name: steps-mpich\napps: [mpich]\nfiles:\n  - {src: ring.c, dest: /opt/mpi/ring.c}\n"
-        "build:\n  - mpicc.mpich -O2 -o /usr/local/bin/mpi-ring /opt/mpi/ring.c\n")
+    # the MPI images are the suite's kept ones (tests/suiteimages.py): their specs copied here, where
+    # the jobs write their outputs (the same text and files: the same keys, cache hits)
+    for name, image in (("mpi", "openmpi"), ("mpich", "mpich")):
+        shutil.copytree(suite_spec(image).parent, path / name)
     yield path
     remove(path)
 
