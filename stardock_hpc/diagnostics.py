@@ -10,7 +10,7 @@ import resource
 import shutil
 import sys
 from pathlib import Path
-from typing import List
+from typing import Dict, List
 
 from stardock_hpc import __version__, proc
 from stardock_hpc.cache import Cache
@@ -139,7 +139,7 @@ def _slurm_config() -> List[Check]:
             "jobacct_gather/cgroup": "counts the job's cgroup: containers stay in it"}.get(gather, "unknown")
     checks.append(("ok" if gather in ("jobacct_gather/linux", "jobacct_gather/cgroup") else "warn",
                    "job accounting", f"{gather} ({note})"))
-    return checks + _mpi(config.get("MpiDefault", "none"))
+    return checks + _mpi(config)
 
 
 PMIX_LIBS = ("/usr/lib/x86_64-linux-gnu/pmix2/lib/libpmix.so", "/usr/lib/x86_64-linux-gnu/libpmix.so",
@@ -155,13 +155,33 @@ def pmix_version(path: str) -> str:
     return (lib.PMIx_Get_version() or b"?").decode(errors="replace")
 
 
-def _mpi(default: str) -> List[Check]:
+def pmix_fence_check(fence: str, tree_width: str) -> Check:
+    """Whether a PMIx fence of Slurm's mpi/pmix is a barrier across the nodes of a step.
+
+    Its tree collective (PMIxCollFence=tree, and the default "mixed" for every fence without data)
+    asks Slurm's reverse_tree_info() for its parent and children, which answers "root, no children"
+    on every node when TreeWidth is larger than the step's node count (Slurm 22.05 at least): each
+    node then completes the fence alone. Open MPI ends MPI_Init and begins MPI_Finalize with such a
+    fence as its barrier; a rank that runs ahead crashes a peer still in MPI_Init with its first
+    message (seen on the testbed: a rank killed by SIGSEGV, and "failed to TCP connect" to it)."""
+    if fence == "ring":
+        return ("ok", "PMIx fences", "PMIxCollFence=ring: every fence is a barrier across the step's nodes")
+    setting = "unset (mixed)" if fence in ("", "(null)") else fence
+    return ("warn", "PMIx fences", f"PMIxCollFence is {setting}: Slurm's tree fence completes on each node alone "
+            f"in steps on fewer than TreeWidth ({tree_width}) nodes, so Open MPI's barriers in MPI_Init and "
+            "MPI_Finalize hold nobody and a rank that runs ahead crashes one still starting now and then: set "
+            "PMIxCollFence=ring in mpi.conf (beside slurm.conf)")
+
+
+def _mpi(config: Dict[str, str]) -> List[Check]:
     """MPI in jobs: Slurm's plugins, the PMIx library they need, and what an image's MPI must share."""
     out = proc.run(["srun", "--mpi=list"], check=False)
     plugins = sorted(set(re.findall(r"\b(pmix(?:_v\d+)?|pmi2|cray_shasta|none)\b", out.stdout + out.stderr)))
     checks: List[Check] = [("ok" if plugins else "warn", "MPI plugins",
-                            f"{', '.join(plugins) or 'none found (srun --mpi=list)'}; MpiDefault={default}")]
+                            f"{', '.join(plugins) or 'none found (srun --mpi=list)'}; "
+                            f"MpiDefault={config.get('MpiDefault', 'none')}")]
     if any(p.startswith("pmix") for p in plugins):
+        checks.append(pmix_fence_check(config.get("PMIxCollFence", ""), config.get("TreeWidth", "?")))
         lib = next((p for p in PMIX_LIBS if os.path.exists(p)), None)
         try:
             version = pmix_version(lib) if lib else None

@@ -130,6 +130,21 @@ def cgroup_conf() -> str:
     return "\n".join(lines) + "\n"
 
 
+def mpi_conf() -> str:
+    return """\
+# Written by stardock-hpc's testbed.
+# PMIx fences by the ring collective. Slurm 22.05's default ("mixed") takes its tree for a fence
+# without data, and that tree is the local node alone whenever TreeWidth (50) exceeds the step's
+# node count: reverse_tree_info() makes every node a root without children. Such a fence holds no
+# one, yet Open MPI ends MPI_Init (and begins MPI_Finalize) with it as its barrier: a rank left
+# MPI_Init while a rank of another node was still in the modex fence and crashed it with its first
+# message (a call through a receive callback not registered yet, address 0, in the TCP BTL); its
+# other peers then "failed to TCP connect" to it. About one 3-node job in a hundred under load; see
+# tests/integration/test_steps.py::test_a_pmix_fence_holds_every_rank_until_the_last_enters.
+PMIxCollFence=ring
+"""
+
+
 def slurmdbd_conf(password: str) -> str:
     return f"""\
 # Written by stardock-hpc's testbed.
@@ -171,6 +186,7 @@ def write_configs() -> bool:
     host = socket.gethostname().split(".")[0]
     changed |= write_if_changed(ETC / "slurm.conf", slurm_conf(host))
     changed |= write_if_changed(ETC / "cgroup.conf", cgroup_conf())
+    changed |= write_if_changed(ETC / "mpi.conf", mpi_conf())  # beside slurm.conf, where Slurm reads it
     changed |= write_if_changed(ETC / "slurmdbd.conf", slurmdbd_conf(password), mode=0o600,
                                 owner=SLURM_USER)
     return changed

@@ -16,6 +16,8 @@ def test_doctor_finds_the_testbed_healthy_and_names_the_accounting_setup():
     # what is enforced by whom (proven for real by tests/integration/test_attacks_jobs.py)
     assert checks["process limit"]["detail"].startswith("policy.limits.pids = 4096")
     assert "Apptainer: --pid" in checks["process view"]["detail"]
+    # the testbed's mpi.conf: Slurm 22.05's tree fence would hold nobody on its 3 nodes (TreeWidth 50)
+    assert checks["PMIx fences"]["detail"].startswith("PMIxCollFence=ring"), checks["PMIx fences"]
 
 
 def test_site_check_fails_clearly_on_a_broken_site(tmp_path):

@@ -137,6 +137,69 @@ def test_mpi_across_nodes_with_pmix_mpi4py_and_mpirun(work, engine):
         ["rank 0 of 2", "rank 1 of 2"], out + err
 
 
+# A PMIx fence without data is a barrier: Open MPI ends MPI_Init and begins MPI_Finalize with one,
+# and a rank that leaves MPI_Init early sends its first message to a peer still in the modex fence,
+# whose receive callbacks are not registered yet (a jump to address 0: "Segmentation fault", or
+# "failed to TCP connect" to a peer that already left). The last rank enters only once every other
+# one is about to (its file entered-R) and after two seconds in which none came out (out-R); each
+# rank says whether the last one had entered when it came out.
+PMIX_FENCE_C = r"""#include <pmix.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
+static int exists(const char *dir, const char *what, unsigned r) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s-%u", dir, what, r);
+    return access(path, F_OK) == 0;
+}
+static void touch(const char *dir, const char *what, unsigned r) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s-%u", dir, what, r);
+    close(open(path, O_CREAT | O_WRONLY, 0644));
+}
+int main(int argc, char **argv) {
+    pmix_proc_t me, job;
+    pmix_value_t *size;
+    unsigned last, r;
+    if (argc != 2 || PMIx_Init(&me, NULL, 0) != PMIX_SUCCESS) return 2;
+    PMIX_LOAD_PROCID(&job, me.nspace, PMIX_RANK_WILDCARD);
+    if (PMIx_Get(&job, PMIX_JOB_SIZE, NULL, 0, &size) != PMIX_SUCCESS) return 3;
+    last = size->data.uint32 - 1;
+    if (me.rank == last) {
+        for (r = 0; r < last; r++)
+            for (int tick = 0; tick < 30000 && !exists(argv[1], "entered", r); tick++) usleep(10000);
+        for (int tick = 0; tick < 200; tick++) {
+            for (r = 0; r < last && !exists(argv[1], "out", r); r++) {}
+            if (r < last) break;
+            usleep(10000);
+        }
+    }
+    touch(argv[1], "entered", me.rank);
+    if (PMIx_Fence(NULL, 0, NULL, 0) != PMIX_SUCCESS) return 4;
+    int held = exists(argv[1], "entered", last);
+    touch(argv[1], "out", me.rank);
+    printf("rank %u %s\n", me.rank, held ? "held" : "came out early");
+    fflush(stdout);
+    PMIx_Finalize(NULL, 0);
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_pmix_fence_holds_every_rank_until_the_last_enters(work, engine):
+    body = f"""cat > "$STARDOCK_OUTPUT/fence.c" <<'EOF'
+{PMIX_FENCE_C}EOF
+gcc -O2 -I/usr/lib/x86_64-linux-gnu/pmix2/include -o "$STARDOCK_OUTPUT/fence" "$STARDOCK_OUTPUT/fence.c" -lpmix
+srun --mpi=pmix "$STARDOCK_OUTPUT/fence" "$STARDOCK_OUTPUT"
+echo status=$?
+"""
+    _job, out, err = run_job(work / "mpi", f"fence-{engine}", body, "-N3", "-n6", engine=engine)
+    assert "status=0" in out, out + err
+    assert sorted(line for line in out.splitlines() if line.startswith("rank ")) == \
+        [f"rank {r} held" for r in range(6)], out + err
+
+
 @pytest.mark.podman
 def test_mpi_across_nodes_with_pmi2(work):
     """Debian's Open MPI speaks PMIx only; MPICH speaks PMI2 (PMI_FD passed into each container)."""
