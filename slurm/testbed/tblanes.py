@@ -3,7 +3,8 @@
     phase 1   root     the testbed's self-tests, then tests/asroot (they stop and freeze Slurm's
                        daemons and crash a node: nothing else may use Slurm meanwhile)
               local    the Slurm-free tests (unit, golden, lint, the engine-only integration
-                       modules), niced
+                       modules), niced; the unit tests that play another user (marker root) run
+                       in the root lane
               images   the suite's kept images built into the shared cache (tests/suiteimages.py),
                        niced: from then on the integration tests find them there
     phase 2   lane N   the integration modules, shared out by their last measured durations, each
@@ -163,7 +164,8 @@ def run_suite(repo: Path, src: Path, python: str, *, fresh_first: bool = False) 
     slurm_modules = [m for m in modules if m.name not in SLURM_FREE]
 
     def basetemp(user: str, name: str) -> List[str]:
-        return ["--basetemp", str(STATE / "shared" / f"pytest-{user}-{name}-{os.getpid()}")]
+        # short: sockets made under it must fit AF_UNIX's 108 bytes
+        return ["--basetemp", str(STATE / "shared" / f"t-{name}")]
 
     def lane_env(user: str, other: str) -> Dict[str, str]:
         return {**required, "STARDOCK_TEST_USER": user, "STARDOCK_OTHER_USER": other}
@@ -171,10 +173,11 @@ def run_suite(repo: Path, src: Path, python: str, *, fresh_first: bool = False) 
     t0 = time.monotonic()
     phase1 = [
         Lane("root", "root", [[*pytest(python), str(repo / "tests" / "testbed")],
-                              [*pytest(python), str(tests / "asroot")]], cwd=src, env=required),
+                              [*pytest(python), str(tests / "asroot"), str(tests / "unit"), "-m", "root"]],
+             cwd=src, env=required),
         # as the second lane's users: the root lane's jobs and the images are the first lane user's
-        Lane("local", LANES[1][0], [[*pytest(python), *basetemp(LANES[1][0], "local"), str(tests / "unit"),
-                                     str(tests / "golden"), *map(str, local_modules)]],
+        Lane("local", LANES[1][0], [[*pytest(python), *basetemp(LANES[1][0], "local"), "-m", "not root",
+                                     str(tests / "unit"), str(tests / "golden"), *map(str, local_modules)]],
              cwd=src, env=lane_env(*LANES[1]), nice=True),
         Lane("images", TEST_USER, [[python, str(tests / "suiteimages.py"), "build"]], cwd=src,
              env=lane_env(*LANES[0]), nice=True),

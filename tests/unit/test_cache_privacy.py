@@ -231,7 +231,7 @@ def plant(cache: Cache, uid: int, scope=None) -> Path:
 
 
 NOBODY = pwd.getpwnam("nobody")
-AS_ROOT = pytest.mark.skipif(os.getuid() != 0, reason="plays another user's entry with chown (root only)")
+AS_ROOT = pytest.mark.root  # plays another user's entry with chown
 
 
 @AS_ROOT

@@ -67,8 +67,7 @@ def test_podmans_state_of_this_boot_is_left_to_podman(tmp_path, monkeypatch):
 SQUATTER = 4343
 
 
-@pytest.mark.skipif(os.getuid() != 0, reason="planting another user's object needs root (the attack tests do it "
-                    "with a second user)")
+@pytest.mark.root  # plants another user's object (chown)
 @pytest.mark.parametrize("kind", ["directory", "link"])
 def test_a_runtime_name_another_user_made_first_is_not_used(tmp_path, monkeypatch, kind):
     """Without /run/user/UID the jobs' runtime directory is /tmp/stardock-runtime-UID: made first

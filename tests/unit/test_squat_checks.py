@@ -40,7 +40,7 @@ def test_nothing_taken_is_all_well(place):
     assert "runtime directory name" not in found and "notebook's login end name" not in found
 
 
-@pytest.mark.skipif(ME != 0, reason="planting another user's object needs root")
+@pytest.mark.root  # plants another user's object (chown)
 def test_each_name_another_user_made_first_is_named_with_its_owner(place):
     taken = {"node storage name": place / "tmp" / f"stardock-{ME}",
              "runtime directory name": place / "tmp" / f"stardock-runtime-{ME}",

@@ -418,6 +418,7 @@ def test_a_delivery_to_a_volume_is_private_and_its_names_cannot_be_taken_first(t
     assert not [p for p in volume.iterdir() if p.name.endswith(".part") and p.is_file()]
 
 
+@pytest.mark.root  # the other user's file is made with chown
 def test_a_final_name_another_user_made_first_is_left_alone(tmp_path):
     output = tmp_path / "out"
     output.mkdir()

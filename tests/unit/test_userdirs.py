@@ -94,8 +94,7 @@ def test_home_placeholder_makes_only_the_home_and_below_personal(tmp_path, monke
 
 SQUATTER = 4343
 KEY = bytes(range(32))
-as_root = pytest.mark.skipif(ME != 0, reason="planting another user's object needs root (the attack tests "
-                             "do it with a second user)")
+as_root = pytest.mark.root  # plants another user's object (chown)
 
 
 def plant(path: Path, kind: str, target: Path) -> None:

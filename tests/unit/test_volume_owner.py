@@ -14,6 +14,7 @@ from stardock_hpc.jobs.mounts import parse_mount
 from stardock_hpc.site import parse_site
 
 VICTIM, OTHER = "nobody", "daemon"   # two users every Debian machine has
+pytestmark = pytest.mark.root  # their directories are made with chown
 
 
 def uid(user: str) -> int:
