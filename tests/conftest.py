@@ -15,6 +15,17 @@ import pytest
 
 REQUIRED = os.environ.get("STARDOCK_REQUIRE_TESTBED") == "1"
 
+try:
+    from hypothesis import settings
+except ImportError:  # a test dependency: the property tests then fail to import, saying so
+    pass
+else:
+    # The same examples every run, and no example database (a .hypothesis/ directory in the tree,
+    # written by whichever user ran first, that the others cannot read): a property test fails in
+    # every run or in none.
+    settings.register_profile("suite", derandomize=True, database=None)
+    settings.load_profile("suite")
+
 
 def _slurm_reason():
     if not shutil.which("sbatch"):

@@ -16,6 +16,7 @@ the 25 slowest tests and keeps the durations under the testbed's log directory.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pwd
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from tbcommon import LANES, LOG, SCIENTISTS, STATE, TEST_USER, run, say, testbed_vars, user_env
+from tbcommon import LANES, LOG, SCIENTISTS, STATE, TEST_USER, TestbedError, run, say, testbed_vars, user_env
 
 RUNS = LOG / "tests"
 DURATIONS = LOG / "test-durations.json"   # the last run's, merged over its lanes
@@ -149,7 +150,37 @@ def fresh() -> None:
             run(["rm", "-rf", "--", storage])
 
 
+def settle() -> None:
+    """Cancel the test users' jobs an earlier run left (one killed before its tests' cleanups): a
+    job pending or running from it holds the nodes this run's tests are given, for up to the
+    partition's DefaultTime."""
+    users = ",".join(SCIENTISTS)
+    left = run(["squeue", "-h", "-u", users, "-o", "%i"], env=testbed_vars(), capture=True).stdout.split()
+    if not left:
+        return
+    say(f"cancelling {len(left)} job(s) of the test users left by an earlier run: {' '.join(left)}")
+    run(["scancel", "-u", users], env=testbed_vars())
+    deadline = time.monotonic() + 120
+    while run(["squeue", "-h", "-u", users, "-o", "%i"], env=testbed_vars(), capture=True).stdout.split():
+        if time.monotonic() > deadline:
+            raise TestbedError("the earlier run's jobs did not end within 120 s of scancel")
+        time.sleep(0.5)
+
+
 def run_suite(repo: Path, src: Path, python: str, *, fresh_first: bool = False) -> int:
+    # The runs share the test users (their cache entries, homes, jobs): one at a time.
+    with open(STATE / ".test.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say("another `testbed test` is running on this testbed; its tests and this run's would share "
+                "the test users: waiting for it to end")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        settle()
+        return _run_suite(repo, src, python, fresh_first=fresh_first)
+
+
+def _run_suite(repo: Path, src: Path, python: str, *, fresh_first: bool) -> int:
     if fresh_first:
         fresh()
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -173,7 +204,8 @@ def run_suite(repo: Path, src: Path, python: str, *, fresh_first: bool = False) 
     t0 = time.monotonic()
     phase1 = [
         Lane("root", "root", [[*pytest(python), str(repo / "tests" / "testbed")],
-                              [*pytest(python), str(tests / "asroot"), str(tests / "unit"), "-m", "root"]],
+                              [*pytest(python), str(tests / "asroot")],
+                              [*pytest(python), str(tests / "unit"), "-m", "root"]],
              cwd=src, env=required),
         # as the second lane's users: the root lane's jobs and the images are the first lane user's
         Lane("local", LANES[1][0], [[*pytest(python), *basetemp(LANES[1][0], "local"), "-m", "not root",

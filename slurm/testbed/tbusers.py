@@ -97,7 +97,7 @@ def ensure_runtime_dir(name: str) -> bool:
                 shutil.rmtree(child)
             else:
                 child.unlink()
-        changed = True
+        # not a change of the testbed: the user's state, left between two of their processes
     return changed
 
 

@@ -27,8 +27,9 @@ def installed(tmp_path_factory):
     work = tmp_path_factory.mktemp("wheel")
     # pip builds in the source tree; the test user may not write there, so build from a copy
     tree = work / "tree"
-    shutil.copytree(REPO, tree, ignore=shutil.ignore_patterns(".git", "*.egg-info", "build",
-                                                              "__pycache__", ".pytest_cache"))
+    # (what other users' runs left in it, caches of tools, is neither needed nor readable)
+    shutil.copytree(REPO, tree, ignore=shutil.ignore_patterns(".git", "*.egg-info", "build", "__pycache__",
+                                                              ".*_cache", ".hypothesis"))
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
                             str(work / "dist"), str(tree)], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr

@@ -5,8 +5,9 @@ The same batch scripts are submitted held, once with plain `sbatch` and once wit
 record of the two jobs (`scontrol show job -o`) must be the same field for field, apart from
 what cannot be the same: the job id, times taken at submission and the job script's path.
 A `sbatch` shim on PATH records the arguments each real sbatch got, so options Slurm does not
-show (--signal, --open-mode, --propagate, --export, ...) are checked to arrive unchanged too,
-and `scontrol write batch_script` shows the #SBATCH header stardock handed over.
+show (--signal, --open-mode, --propagate, ...) are checked to arrive unchanged too (--export's
+value arrives in $SBATCH_EXPORT instead, off the command line everybody reads), and
+`scontrol write batch_script` shows the #SBATCH header stardock handed over.
 
 Options the testbed refuses, so they cannot be compared here (plain sbatch rejects them):
 --licenses (no licenses configured), --constraint/--prefer/--batch (no node features),
@@ -26,7 +27,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import pytest
 from clitools import built_image, cancelled_at_exit, stardock, user_env
@@ -155,6 +156,7 @@ class Submitted:
     stdout: str
     stderr: str
     argv: List[str]          # what the real sbatch was given (recorded by the shim)
+    export: Optional[str]    # $SBATCH_EXPORT as it saw it (None: unset)
 
 
 class Twin:
@@ -171,28 +173,35 @@ class Twin:
         real = shutil.which("sbatch")
         assert real, "sbatch is not on PATH"
         shim = shim_dir / "sbatch"
-        # One file per call: the arguments, NUL-terminated, then the real sbatch, unchanged.
-        shim.write_text(f"#!/bin/sh\nprintf '%s\\0' \"$@\" > {shlex.quote(str(self.log))}/$$.argv\n"
+        # One file per call: the arguments, NUL-terminated, and $SBATCH_EXPORT if set; then the
+        # real sbatch, unchanged.
+        log = shlex.quote(str(self.log))
+        shim.write_text(f"#!/bin/sh\nprintf '%s\\0' \"$@\" > {log}/$$.argv\n"
+                        f"if [ \"${{SBATCH_EXPORT+set}}\" ]; then\n"
+                        f"  printf '%s' \"$SBATCH_EXPORT\" > {log}/$$.export\nfi\n"
                         f"exec {shlex.quote(real)} \"$@\"\n")
         shim.chmod(0o755)
         base = user_env(None)
         self.env = {**base, "PATH": f"{shim_dir}:{base['PATH']}"}
 
-    def _argv(self) -> List[str]:
-        calls = list(self.log.iterdir())
+    def _argv(self) -> Tuple[List[str], Optional[str]]:
+        calls = list(self.log.glob("*.argv"))
         assert len(calls) == 1, f"expected one sbatch call, saw {len(calls)}"
         argv = calls[0].read_text().split("\0")[:-1]
         calls[0].unlink()
-        return argv
+        export_file = calls[0].with_suffix(".export")
+        export = export_file.read_text() if export_file.exists() else None
+        export_file.unlink(missing_ok=True)
+        return argv, export
 
     def _done(self, proc: subprocess.CompletedProcess, who: str, quiet: bool) -> Submitted:
-        argv = self._argv() if any(self.log.iterdir()) else []
+        argv, export = self._argv() if any(self.log.iterdir()) else ([], None)
         match = re.search(r"([0-9]+)", proc.stdout)
         if match:
             self.jobs.append(match.group(1))
         assert proc.returncode == 0, f"{who} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}"
         assert match or quiet, f"{who} printed no job id: {proc.stdout!r}"
-        return Submitted(match.group(1) if match else "", proc.stdout, proc.stderr, argv)
+        return Submitted(match.group(1) if match else "", proc.stdout, proc.stderr, argv, export)
 
     def plain(self, *args: str, env: Optional[Dict[str, str]] = None, quiet: bool = False) -> Submitted:
         proc = subprocess.run(["sbatch", *args], cwd=self.workdir, env={**self.env, **(env or {})},
@@ -243,6 +252,21 @@ def _expand(case: Case, **values: str) -> List[str]:
     return [token.format(**values) for token in case.cmdline]
 
 
+def _without_export(argv: List[str]) -> Tuple[List[str], Optional[str]]:
+    """argv without its --export options (before the script), and the last one's value."""
+    out: List[str] = []
+    value = None
+    tokens = iter(argv)
+    for token in tokens:
+        if token.startswith("--export="):
+            value = token.split("=", 1)[1]
+        elif token == "--export":
+            value = next(tokens)
+        else:
+            out.append(token)
+    return out, value
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_stardock_sbatch_gives_slurm_the_same_job_as_sbatch(case, twin, held, node):
     cmdline = _expand(case, held=held, workdir=str(twin.workdir), node=node)
@@ -251,15 +275,18 @@ def test_stardock_sbatch_gives_slurm_the_same_job_as_sbatch(case, twin, held, no
     ours = twin.stardock("--hold", "--parsable", *cmdline, *script, *case.args)
 
     # The real sbatch got the user's options and arguments unchanged (stardock adds only its own
-    # --parsable in front, to read the job id): what Slurm does not show is covered here.
-    assert plain.argv == ["--hold", "--parsable", *cmdline, *script, *case.args]
+    # --parsable in front, to read the job id), --export's value in $SBATCH_EXPORT: what Slurm
+    # does not show is covered here.
+    assert plain.argv == ["--hold", "--parsable", *cmdline, *script, *case.args] and plain.export is None
     assert ours.argv[0] == "--parsable"
+    options, export = _without_export(cmdline)
+    assert ours.export == export
     if case.script:
         job_script = ours.argv[-1 - len(case.args)]
-        assert ours.argv[1:] == [*plain.argv[:-1 - len(case.args)], job_script, *case.args]
+        assert ours.argv[1:] == ["--hold", "--parsable", *options, job_script, *case.args]
     else:
-        wrap_at = cmdline.index("--wrap")
-        without_wrap = cmdline[:wrap_at] + cmdline[wrap_at + 2:]
+        wrap_at = options.index("--wrap")
+        without_wrap = options[:wrap_at] + options[wrap_at + 2:]
         job_script = ours.argv[-1]
         assert ours.argv[1:] == ["--hold", "--parsable", *without_wrap, job_script]
 
