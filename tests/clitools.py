@@ -72,7 +72,16 @@ def write_spec(directory: Path, text: str) -> Path:
 
 
 def remove(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+    """path and what the user owns under it, read-only directories (published entries) included."""
+    def writable_then_again(function, name, _exc):
+        try:
+            parent = os.path.dirname(name)
+            os.chmod(parent, os.stat(parent).st_mode | 0o700)
+            function(name)
+        except OSError:
+            pass  # not ours: what another user left is theirs to remove
+
+    shutil.rmtree(path, onerror=writable_then_again)
 
 
 @contextmanager

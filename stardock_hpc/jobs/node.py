@@ -88,13 +88,16 @@ class JobIds:
         return cls(job, array_job or job, task, f"{array_job}_{task}" if array_job and task else job)
 
 
+RUN_USER = Path("/run/user")  # where logind (or the node's boot) makes each user's runtime dir
+
+
 def runtime_dir(uid: int, key: Optional[Callable[[], bytes]] = None, warn: Callable[[str], None] = log) -> str:
     """Podman needs an XDG_RUNTIME_DIR the user owns; the login session's may not exist here.
     /run/user/UID where the node has one (root makes it: nobody else can), else
     /tmp/stardock-runtime-UID; where another user made that name first, the user's own directory
     beside it (jobs/userdirs.py: the same for every task of the user's jobs on this node in this
     boot, when key gives the user's names key)."""
-    standard = Path(f"/run/user/{uid}")
+    standard = RUN_USER / str(uid)
     try:
         if standard.is_dir() and standard.stat().st_uid == uid:
             return str(standard)

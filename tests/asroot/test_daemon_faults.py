@@ -196,7 +196,8 @@ class TestFrozenSlurmctld:
     """One freeze for every backend: each submits while slurmctld is frozen."""
 
     @pytest.fixture(scope="class")
-    def frozen(self, work) -> Dict[str, object]:
+    @classmethod
+    def frozen(cls, work) -> Dict[str, object]:
         names = {b: f"fault-frozen-{b}-{uuid.uuid4().hex[:8]}" for b in AVAILABLE}
         jwt = token()  # `scontrol token` needs slurmctld too
 
@@ -230,7 +231,8 @@ class TestStoppedSlurmctld:
     """One stop of slurmctld for every backend."""
 
     @pytest.fixture(scope="class")
-    def stopped(self, work) -> Dict[str, object]:
+    @classmethod
+    def stopped(cls, work) -> Dict[str, object]:
         finished = {b: submit(work, b, "quick.sh").stdout.strip() for b in AVAILABLE}
         for job in finished.values():
             wait("the job ends", lambda job=job: state_of(work, job) == "COMPLETED")
@@ -262,7 +264,8 @@ class TestStoppedSlurmdbd:
     """One stop of slurmdbd for every backend."""
 
     @pytest.fixture(scope="class")
-    def stopped(self, work) -> Dict[str, object]:
+    @classmethod
+    def stopped(cls, work) -> Dict[str, object]:
         jobs = {b: submit(work, b, "sleep.sh").stdout.strip() for b in AVAILABLE}
         for job in jobs.values():
             wait("the job runs", lambda job=job: state_of(work, job) == "RUNNING")

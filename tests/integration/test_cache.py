@@ -278,10 +278,11 @@ def test_entries_of_untrusted_or_impersonating_builders_are_not_used(spec_dir):
         assert mine["artifact"] != theirs["artifact"] and Path(mine["artifact"]).parent != ours_name
         assert Path(mine["artifact"]).parent.stat().st_uid == os.getuid()
     finally:
-        sh(["sudo", "-n", "-u", OTHER, "--", "rm", "-rf", str(private_cache / "entries"),
-            str(private_cache / "tmp")])
+        # the other user's files first, wherever they are (locks, marks, entries, staging); then ours
         sh(["sudo", "-n", "-u", OTHER, "--", "chmod", "-R", "u+w", str(private_cache)])
+        sh(["sudo", "-n", "-u", OTHER, "--", "rm", "-rf", str(private_cache)])
         remove(private_cache)
+        assert not private_cache.exists()
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tarfile
@@ -19,6 +20,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.podman]
 ENGINES = [pytest.param("podman", id="podman"), pytest.param("apptainer", id="apptainer",
                                                               marks=pytest.mark.apptainer)]
 ARCHIVE = Path(os.environ.get("STARDOCK_TESTBED", "/var/tmp/stardock-testbed")) / "volumes" / "archive"
+SCRATCH = ARCHIVE.parent / "scratch"
 HOG = hog(300)  # held until the job's accounting has seen it
 
 
@@ -244,18 +246,27 @@ def test_the_container_gets_a_clean_explicit_environment(workdir):
 
 
 def test_logs_prints_the_job_output(workdir):
-    # the job writes its second line only once `logs --follow` has shown the first
-    flag = workdir / f"followed-{time.monotonic_ns()}"
-    body = f'echo one; n=0; until [ -e "{flag}" ] || [ $n -ge 600 ]; do sleep 0.1; n=$((n + 1)); done; echo two\n'
-    job = submit(workdir, "--output=logs-%j.out", str(script(workdir, "logs.sh", body)))
-    follow = subprocess.Popen(stardock_argv("logs", job, "--follow"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, cwd="/tmp")
-    assert follow.stdout is not None
-    first = follow.stdout.readline()
-    flag.touch()
-    rest, err = follow.communicate(timeout=120)
-    assert follow.returncode == 0 and first + rest == "one\ntwo\n", err
-    assert stardock("logs", job).stdout == "one\ntwo\n"
+    # the job writes its second line only once `logs --follow` has shown the first: it waits for a
+    # flag in a directory of the user's scratch volume mounted into its container
+    name = f"followed-{time.monotonic_ns()}"
+    (SCRATCH / os.environ["USER"]).mkdir(mode=0o700, exist_ok=True)  # the user's, as stardock makes it
+    flags = SCRATCH / os.environ["USER"] / name
+    flags.mkdir()
+    try:
+        body = (f'echo one; n=0; until [ -e "/data/scratch/{name}/flag" ] || [ $n -ge 600 ]; do sleep 0.1; '
+                f'n=$((n + 1)); done; [ $n -lt 600 ] || echo "no flag in 60 s"; echo two\n')
+        job = submit(workdir, "--mount", f"scratch/{name}", "--output=logs-%j.out",
+                     str(script(workdir, "logs.sh", body)))
+        follow = subprocess.Popen(stardock_argv("logs", job, "--follow"), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, cwd="/tmp")
+        assert follow.stdout is not None
+        first = follow.stdout.readline()
+        (flags / "flag").touch()
+        rest, err = follow.communicate(timeout=120)
+        assert follow.returncode == 0 and first + rest == "one\ntwo\n", first + rest + err
+        assert stardock("logs", job).stdout == "one\ntwo\n"
+    finally:
+        shutil.rmtree(flags)
 
 
 @pytest.mark.parametrize("mount, message", [

@@ -45,8 +45,7 @@ def test_podmans_state_of_this_boot_is_left_to_podman(tmp_path, monkeypatch):
     whatever became of that process. (Removing the marker made the next Podman command reset the
     state of every container of the user on the node, those of running jobs too.)"""
     uid = os.getuid()
-    if Path(f"/run/user/{uid}").exists():
-        pytest.skip(f"/run/user/{uid} exists here: the runtime directory is that one")
+    monkeypatch.setattr(node, "RUN_USER", tmp_path / "no-run-user")  # a node without /run/user/UID
     import subprocess
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -74,8 +73,7 @@ def test_a_runtime_name_another_user_made_first_is_not_used(tmp_path, monkeypatc
     by another user, every task of the user's jobs on the node takes the same private directory
     beside it, and nothing goes into theirs."""
     uid = os.getuid()
-    if Path(f"/run/user/{uid}").exists():
-        pytest.skip(f"/run/user/{uid} exists here: the runtime directory is that one")
+    monkeypatch.setattr(node, "RUN_USER", tmp_path / "no-run-user")  # a node without /run/user/UID
     boot(tmp_path, monkeypatch, "this")
     monkeypatch.setattr(userdirs, "BOOT_ID", tmp_path / "boot_id")
     tmp = tmp_path / "tmp"
@@ -106,8 +104,7 @@ def test_a_runtime_name_another_user_made_first_is_not_used(tmp_path, monkeypatc
 
 def test_without_the_users_key_a_taken_runtime_name_is_still_refused(tmp_path, monkeypatch):
     uid = os.getuid()
-    if Path(f"/run/user/{uid}").exists():
-        pytest.skip(f"/run/user/{uid} exists here: the runtime directory is that one")
+    monkeypatch.setattr(node, "RUN_USER", tmp_path / "no-run-user")  # a node without /run/user/UID
     monkeypatch.setattr(node.tempfile, "gettempdir", lambda: str(tmp_path))
     (tmp_path / f"stardock-runtime-{uid}").write_text("not a directory\n")
     with pytest.raises(userdirs.Taken, match="is not a directory"):
