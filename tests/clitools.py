@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import sys
@@ -103,3 +104,16 @@ def cancelled_at_exit() -> Iterator[List[str]]:
     finally:
         if ids:
             subprocess.run(["scancel", *ids], capture_output=True)
+
+
+# What the wrapper says in a job's log of what an earlier job of the user left on the node (another
+# job's containers: a task's wrapper SIGKILLed with its step, as mpirun's daemons are)
+OTHER_JOBS_LEFTOVERS = re.compile(r"stardock: (removed|warning: could not remove) stardock-\S+, left on this node by "
+                                  r"(a job that ended without cleaning up|an earlier job.*)")
+
+
+def own_log(log: str) -> str:
+    """A job's log but the wrapper's lines about other jobs' leftovers on its node."""
+    lines = log.splitlines(keepends=True)
+    return "".join(line for line in lines if not OTHER_JOBS_LEFTOVERS.fullmatch(line.rstrip("\n")))
+

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
 import pytest
-from clitools import OTHER, stardock, write_spec
+from clitools import OTHER, own_log, stardock, write_spec
 from test_attacks_cache import Private, attacker, destroy, make_private
 
 from slurmtools import sh, wait_job
@@ -126,7 +126,7 @@ def run_job_on_a_node(p: Private, key: str, what: str) -> str:
     job = sub.stdout.strip().split(";")[0]
     rows = wait_job(job, timeout=300)
     assert rows[job]["State"].startswith("COMPLETED"), (rows, out.read_text() if out.exists() else "")
-    return out.read_text()
+    return own_log(out.read_text())
 
 
 # --- private inputs --------------------------------------------------------------------------------

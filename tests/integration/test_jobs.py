@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from clitools import remove, shared_dir, stardock, stardock_argv, stardock_json, write_spec
+from clitools import own_log, remove, shared_dir, stardock, stardock_argv, stardock_json, write_spec
 
 from slurmtools import hog, job_cgroup_tasks, mem_bytes, node_containers, node_podman_argv, sh, wait_job
 
@@ -180,7 +180,7 @@ def test_array_tasks_see_their_task_id_inside_the_container(workdir):
         time.sleep(1)
     assert sorted(r["job"] for r in rows) == [f"{job}_{i}" for i in range(1, 5)]
     for i in range(1, 5):
-        assert (workdir / f"array-{job}_{i}.out").read_text().strip() == f"task={i} of {job}"
+        assert own_log((workdir / f"array-{job}_{i}.out").read_text()).strip() == f"task={i} of {job}"
         row = next(r for r in rows if r["job"] == f"{job}_{i}")
         assert Path(row["output"], "task.txt").read_text().strip() == f"task={i} of {job}"
 
@@ -197,7 +197,7 @@ def test_dependency_and_exit_codes_reach_slurm_and_status(workdir):
     assert row["state"] == "FAILED" and row["exit_code"] == "3:0" and row["container_exit"] == 3
     after = finished(second)
     assert after[second]["State"] == "COMPLETED"
-    assert (workdir / f"dep-{second}.out").read_text() == "after\n"
+    assert own_log((workdir / f"dep-{second}.out").read_text()) == "after\n"
     never = finished(third, timeout=120, ran=False)
     assert never[third]["State"] == "CANCELLED" and f"{third}.batch" not in never, never
 
@@ -263,8 +263,8 @@ def test_logs_prints_the_job_output(workdir):
         first = follow.stdout.readline()
         (flags / "flag").touch()
         rest, err = follow.communicate(timeout=120)
-        assert follow.returncode == 0 and first + rest == "one\ntwo\n", first + rest + err
-        assert stardock("logs", job).stdout == "one\ntwo\n"
+        assert follow.returncode == 0 and own_log(first + rest) == "one\ntwo\n", first + rest + err
+        assert own_log(stardock("logs", job).stdout) == "one\ntwo\n"
     finally:
         shutil.rmtree(flags)
 

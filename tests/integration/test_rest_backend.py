@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import pytest
-from clitools import built_image, cancelled_at_exit, stardock, stardock_json
+from clitools import built_image, cancelled_at_exit, own_log, stardock, stardock_json
 from resttools import free_port, jobs_named, rest_site, scontrol_records
 
 from slurmtools import hog, mem_bytes, replace_job_ids, sacct, sh
@@ -160,10 +160,7 @@ def test_the_same_job_held_through_sbatch_and_rest_agrees_in_scontrol(case, work
 
 
 def own_lines(log: str) -> list:
-    """A job's log but the wrapper's word about what an earlier job of the user left on the node
-    (another job's, not this one's)."""
-    other = re.compile(r"stardock: removed stardock-\S+, left on this node by a job that ended without cleaning up")
-    return [line for line in log.splitlines() if not other.fullmatch(line)]
+    return own_log(log).splitlines()
 
 
 def test_the_same_job_runs_through_sbatch_and_rest(workdir, image_key, jobs):
