@@ -140,7 +140,7 @@ def _kept_names():
     for path in [*here.rglob("*.py"), *here.rglob("*.yaml")]:
         if "corpus" in path.parts and path.suffix == ".py":
             continue
-        text = path.read_text(errors="replace")
+        text = path.read_text(errors="replace").replace("\\n", "\n")  # a spec's text in a Python string
         names |= set(re.findall(r"\bname:\s*['\"]?([A-Za-z0-9][A-Za-z0-9_.-]*)(?=['\"\s\\,}]|$)", text))
     names |= {p.name for p in (here / "corpus" / "recipes").iterdir() if p.is_dir()}
     return names
